@@ -1,0 +1,287 @@
+//! What a worker does with one message: load it, mark it `processing`, get a permit, call the
+//! provider, classify the outcome, store the final state. Acknowledging the delivery is the
+//! caller's job and happens only after the final state is stored.
+//!
+//! Idempotent by id: a message already `success` or `failed` is skipped, and the final write
+//! only lands on a message that is not final yet.
+
+use chrono::Utc;
+use ractor::ActorRef;
+use rand::Rng;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::Deps;
+use super::provider_key::{Permit, PermitDenied};
+use super::workspace::{KeyOutcome, WorkspaceMsg};
+use crate::domain::{Message, MessageResult, MessageStatus, ResponseFormat};
+use crate::providers::{CompletionRequest, ProviderError};
+use crate::store::Completion;
+
+/// What became of a delivery.
+pub(crate) enum Processed {
+    /// Final state stored (or the message is gone): acknowledge.
+    Done,
+    /// Already final, or deleted: acknowledge without counting.
+    Skipped,
+    /// A backend failed: give the delivery back and retry later.
+    Retry,
+    /// The engine is stopping: give the delivery back.
+    GivenBack,
+}
+
+/// Processes one message id.
+pub(crate) async fn process(
+    deps: &Deps,
+    workspace: &ActorRef<WorkspaceMsg>,
+    id: Uuid,
+) -> Processed {
+    let msg = match deps.store.get_message(id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Processed::Skipped,
+        Err(e) => {
+            tracing::error!(message_id = %id, error = %e, "cannot load message");
+            return Processed::Retry;
+        }
+    };
+    if msg.status.is_final() {
+        return Processed::Skipped;
+    }
+    match deps.store.mark_processing(id, Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => return Processed::Skipped,
+        Err(e) => {
+            tracing::error!(message_id = %id, error = %e, "cannot mark message processing");
+            return Processed::Retry;
+        }
+    }
+    let Some(done) = call_until_final(deps, workspace, &msg).await else {
+        return Processed::GivenBack;
+    };
+    match deps.store.complete_message(id, &done).await {
+        Ok(_) => {
+            let _ = deps.completions.send(id);
+            Processed::Done
+        }
+        Err(e) => {
+            tracing::error!(message_id = %id, error = %e, "cannot store message result");
+            Processed::Retry
+        }
+    }
+}
+
+/// Estimated tokens of a request: prompt length / 4 plus the request's `max_tokens`.
+fn estimate_tokens(msg: &Message) -> u64 {
+    let chars =
+        msg.request.user_text().len() + msg.request.system_prompt.as_deref().map_or(0, str::len);
+    (chars / 4) as u64
+}
+
+/// Asks the workspace for a permit; `None` when the engine is stopping.
+async fn acquire(
+    deps: &Deps,
+    workspace: &ActorRef<WorkspaceMsg>,
+    msg: &Message,
+) -> Option<Result<Permit, PermitDenied>> {
+    let mut retry_delay = Duration::from_millis(20);
+    loop {
+        let (tx, rx) = oneshot::channel();
+        let sent = workspace.cast(WorkspaceMsg::Acquire {
+            model: msg.request.model.clone(),
+            tokens: estimate_tokens(msg),
+            reply: tx,
+        });
+        if sent.is_err() {
+            // The workspace actor is gone (deleted or stopping).
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = deps.shutdown.cancelled() => return None,
+            r = rx => match r {
+                Ok(r) => return Some(r),
+                // The key actor holding our request restarted: ask again.
+                Err(_) => {
+                    tokio::time::sleep(retry_delay).await;
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Calls the provider until the message reaches a final state; `None` when the engine stops.
+async fn call_until_final(
+    deps: &Deps,
+    workspace: &ActorRef<WorkspaceMsg>,
+    msg: &Message,
+) -> Option<Completion> {
+    let mut attempts = msg.attempts;
+    let mut key_id = msg.key_id;
+    let mut last_error: Option<String> = None;
+    let failed = |error: String, attempts, key_id, result| Completion {
+        status: MessageStatus::Failed,
+        result,
+        error: Some(error),
+        attempts,
+        key_id,
+        completed_at: Utc::now(),
+    };
+    loop {
+        if attempts >= deps.retry.max_attempts {
+            let reason = last_error.unwrap_or_else(|| "too many attempts".into());
+            return Some(failed(
+                format!("gave up after {attempts} attempts: {reason}"),
+                attempts,
+                key_id,
+                None,
+            ));
+        }
+        let permit = match acquire(deps, workspace, msg).await? {
+            Ok(p) => p,
+            Err(PermitDenied(reason)) => {
+                let reason = match last_error {
+                    Some(last) => format!("{reason} (last provider error: {last})"),
+                    None => reason,
+                };
+                return Some(failed(reason, attempts, key_id, None));
+            }
+        };
+        let key = permit.key;
+        key_id = Some(key.id);
+        let req = CompletionRequest {
+            model: msg
+                .request
+                .model
+                .clone()
+                .unwrap_or_else(|| key.config.model.clone()),
+            system: msg.request.system_prompt.clone(),
+            user: msg.request.user_text(),
+            json: msg.request.response_format == ResponseFormat::Json,
+            temperature: key.config.temperature,
+            max_tokens: key.config.max_tokens,
+        };
+        let provider = deps.providers.get(key.provider);
+        let call = tokio::time::timeout(key.config.timeout(), provider.complete(&key, &req)).await;
+        let result = call
+            .unwrap_or_else(|_| Err(ProviderError::Transient("provider call timed out".into())));
+        match result {
+            Ok(c) => {
+                attempts += 1;
+                let mut result = MessageResult {
+                    json: None,
+                    text: c.text,
+                    model: c.model,
+                    usage: c.usage,
+                };
+                if req.json {
+                    match parse_json_answer(&result.text) {
+                        Ok(v) => result.json = Some(v),
+                        Err(e) => {
+                            return Some(failed(
+                                format!("the provider's answer is not valid JSON: {e}"),
+                                attempts,
+                                key_id,
+                                Some(result),
+                            ));
+                        }
+                    }
+                }
+                return Some(Completion {
+                    status: MessageStatus::Success,
+                    result: Some(result),
+                    error: None,
+                    attempts,
+                    key_id,
+                    completed_at: Utc::now(),
+                });
+            }
+            Err(ProviderError::RateLimited {
+                retry_after,
+                message,
+            }) => {
+                tracing::info!(message_id = %msg.id, key_id = %key.id, ?retry_after, "provider 429; key cools down, message retried");
+                last_error = Some(message);
+                let _ = workspace.cast(WorkspaceMsg::Outcome {
+                    key_id: key.id,
+                    outcome: KeyOutcome::RateLimited(retry_after),
+                });
+            }
+            Err(ProviderError::Unauthorized(message)) => {
+                last_error = Some(message);
+                let _ = workspace.cast(WorkspaceMsg::Outcome {
+                    key_id: key.id,
+                    outcome: KeyOutcome::Unauthorized,
+                });
+            }
+            Err(ProviderError::Transient(message)) => {
+                attempts += 1;
+                tracing::warn!(message_id = %msg.id, key_id = %key.id, attempts, error = %message, "provider call failed; will retry");
+                last_error = Some(message);
+                if attempts < deps.retry.max_attempts {
+                    let delay = backoff(&deps.retry, attempts);
+                    tokio::select! {
+                        _ = deps.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            Err(ProviderError::Rejected(message)) => {
+                attempts += 1;
+                return Some(failed(message, attempts, key_id, None));
+            }
+        }
+    }
+}
+
+/// Parses a JSON answer, tolerating a Markdown code fence around it.
+fn parse_json_answer(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|s| s.strip_suffix("```"))
+        .map(str::trim)
+        .unwrap_or(t);
+    serde_json::from_str(t)
+}
+
+/// Exponential backoff with full jitter: a random delay in [d/2, d], d = base * 2^(attempt-1).
+fn backoff(policy: &super::RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .backoff_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(policy.backoff_max);
+    let half = exp / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answers_may_be_fenced() {
+        assert_eq!(parse_json_answer("{\"a\":1}").unwrap()["a"], 1);
+        assert_eq!(
+            parse_json_answer("```json\n{\"a\":2}\n```").unwrap()["a"],
+            2
+        );
+        assert!(parse_json_answer("not json").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = super::super::RetryPolicy::default();
+        for attempt in 1..20 {
+            let d = backoff(&p, attempt);
+            assert!(d <= p.backoff_max);
+            let full = p
+                .backoff_base
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(p.backoff_max);
+            assert!(d >= full / 2);
+        }
+    }
+}

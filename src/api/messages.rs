@@ -1,0 +1,233 @@
+//! `/message/publish`, `/message/{message_id}`.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::ApiTags;
+use super::error::ApiError;
+use crate::domain::{
+    Message, MessageRequest, MessageResult, NewMessage, ResponseFormat, WorkspaceId,
+};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// `POST /message/publish`.
+#[derive(Debug, Clone, Object)]
+pub struct PublishRequest {
+    /// Target workspace.
+    pub workspace_id: String,
+    /// The instruction.
+    pub prompt: String,
+    /// Text the prompt works on; sent after the prompt and a blank line.
+    pub content: Option<String>,
+    /// Sent as the system message.
+    pub system_prompt: Option<String>,
+    /// Model; defaults to the chosen key's `config.model`. Only keys serving it are used.
+    pub model: Option<String>,
+    /// Your position of this message in a document (stored and returned, never sent).
+    pub sequence_index: Option<i64>,
+    /// Your HTML tag for the result (stored and returned, never sent).
+    pub html_tag: Option<String>,
+    /// `"json"` asks the provider for a JSON object and stores it parsed; `"text"` (default).
+    pub response_format: Option<String>,
+    /// Your own id (UUID) to make publishing idempotent: the same id again returns the existing message.
+    pub message_id: Option<Uuid>,
+}
+
+impl TryFrom<PublishRequest> for NewMessage {
+    type Error = Error;
+    fn try_from(r: PublishRequest) -> Result<Self> {
+        Ok(NewMessage {
+            id: r.message_id,
+            workspace_id: WorkspaceId::parse(&r.workspace_id)?,
+            request: MessageRequest {
+                prompt: r.prompt,
+                content: r.content,
+                system_prompt: r.system_prompt,
+                model: r.model,
+                sequence_index: r.sequence_index,
+                html_tag: r.html_tag,
+                response_format: r
+                    .response_format
+                    .as_deref()
+                    .map(ResponseFormat::parse)
+                    .transpose()?
+                    .unwrap_or_default(),
+            }
+            .validate()?,
+        })
+    }
+}
+
+/// The answer to a publish.
+#[derive(Debug, Object)]
+pub struct PublishResponse {
+    /// True.
+    pub success: bool,
+    /// The message's id: read the result at `/message/{message_id}`.
+    pub message_id: Uuid,
+    /// `pending` for a new message; the current status for a repeated `message_id`.
+    pub status: String,
+    /// The workspace.
+    pub workspace_id: String,
+    /// When it was first published.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum PublishResult {
+    /// Stored and queued.
+    #[oai(status = 201)]
+    Created(Json<PublishResponse>),
+    /// A message with this `message_id` already existed; nothing was created.
+    #[oai(status = 200)]
+    Existing(Json<PublishResponse>),
+}
+
+/// Token usage.
+#[derive(Debug, Object)]
+pub struct UsageDto {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
+}
+
+/// The provider's answer.
+#[derive(Debug, Object)]
+pub struct ResultDto {
+    /// The answer's text.
+    pub text: String,
+    /// The answer parsed, when `response_format` was `json`.
+    pub json: Option<serde_json::Value>,
+    /// The model that answered.
+    pub model: String,
+    /// Token usage, when reported.
+    pub usage: Option<UsageDto>,
+}
+
+impl From<MessageResult> for ResultDto {
+    fn from(r: MessageResult) -> Self {
+        Self {
+            text: r.text,
+            json: r.json,
+            model: r.model,
+            usage: r.usage.map(|u| UsageDto {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+            }),
+        }
+    }
+}
+
+/// A message with its status and result.
+#[derive(Debug, Object)]
+pub struct MessageDto {
+    /// True.
+    pub success: bool,
+    /// Its id.
+    pub message_id: Uuid,
+    /// Its workspace.
+    pub workspace_id: String,
+    /// `pending`, `processing`, `success` or `failed`.
+    pub status: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The content.
+    pub content: Option<String>,
+    /// The system prompt.
+    pub system_prompt: Option<String>,
+    /// The model asked for.
+    pub model: Option<String>,
+    /// Your sequence index.
+    pub sequence_index: Option<i64>,
+    /// Your HTML tag.
+    pub html_tag: Option<String>,
+    /// `text` or `json`.
+    pub response_format: String,
+    /// The answer (on success; also the raw text when a JSON answer did not parse).
+    pub result: Option<ResultDto>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Provider calls made (429s not counted).
+    pub attempts: u32,
+    /// The key used by the last call.
+    pub key_id: Option<Uuid>,
+    /// Published at.
+    pub created_at: DateTime<Utc>,
+    /// First taken by a worker at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished at.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Message> for MessageDto {
+    fn from(m: Message) -> Self {
+        Self {
+            success: true,
+            message_id: m.id,
+            workspace_id: m.workspace_id.to_string(),
+            status: m.status.as_str().into(),
+            prompt: m.request.prompt,
+            content: m.request.content,
+            system_prompt: m.request.system_prompt,
+            model: m.request.model,
+            sequence_index: m.request.sequence_index,
+            html_tag: m.request.html_tag,
+            response_format: m.request.response_format.as_str().into(),
+            result: m.result.map(ResultDto::from),
+            error: m.error,
+            attempts: m.attempts,
+            key_id: m.key_id,
+            created_at: m.created_at,
+            started_at: m.started_at,
+            completed_at: m.completed_at,
+        }
+    }
+}
+
+pub struct MessagesApi(pub Option<Engine>);
+
+impl MessagesApi {
+    fn engine(&self) -> Result<&Engine, ApiError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("no engine".into()).into())
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Messages")]
+impl MessagesApi {
+    /// Publish a message: it is stored, then queued; read the result at `/message/{message_id}`.
+    #[oai(path = "/message/publish", method = "post")]
+    async fn publish(&self, body: Json<PublishRequest>) -> Result<PublishResult, ApiError> {
+        let new = NewMessage::try_from(body.0)?;
+        let published = self.engine()?.publish(new).await?;
+        let m = published.message;
+        let dto = Json(PublishResponse {
+            success: true,
+            message_id: m.id,
+            status: m.status.as_str().into(),
+            workspace_id: m.workspace_id.to_string(),
+            created_at: m.created_at,
+        });
+        Ok(if published.created {
+            PublishResult::Created(dto)
+        } else {
+            PublishResult::Existing(dto)
+        })
+    }
+
+    /// A message's status, request fields and result.
+    #[oai(path = "/message/:message_id", method = "get")]
+    async fn get(&self, message_id: Path<Uuid>) -> Result<Json<MessageDto>, ApiError> {
+        let m = self.engine()?.get_message(message_id.0).await?;
+        Ok(Json(MessageDto::from(m)))
+    }
+}

@@ -1,0 +1,325 @@
+//! `/provider-keys/`, `/provider-key/add`, `/provider-key/delete/{key_id}`,
+//! `/provider-key/update/{key_id}`, and the key DTOs shared with workspace registration.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::ApiTags;
+use super::error::ApiError;
+use crate::domain::{
+    ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit, RatePeriod,
+    WorkspaceId,
+};
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// Call settings of a key.
+#[derive(Debug, Clone, Object)]
+pub struct KeyConfigDto {
+    /// The model this key serves, and the default model of its messages (e.g. `gpt-4`).
+    pub model: String,
+    /// The provider's base URL (e.g. `https://api.openai.com/v1`); lets self-hosted servers and tests point elsewhere.
+    pub endpoint: Option<String>,
+    /// API version (Azure).
+    pub api_version: Option<String>,
+    /// Sampling temperature (0 to 2).
+    pub temperature: Option<f64>,
+    /// Maximum tokens to generate.
+    pub max_tokens: Option<i64>,
+    /// Timeout of one provider call, in seconds (default 120).
+    pub timeout_s: Option<f64>,
+}
+
+impl TryFrom<KeyConfigDto> for KeyConfig {
+    type Error = Error;
+    fn try_from(d: KeyConfigDto) -> Result<Self, Error> {
+        let max_tokens = d
+            .max_tokens
+            .map(|m| {
+                u32::try_from(m)
+                    .ok()
+                    .filter(|m| *m >= 1)
+                    .ok_or_else(|| Error::Validation("config.max_tokens must be >= 1".into()))
+            })
+            .transpose()?;
+        KeyConfig {
+            model: d.model,
+            endpoint: d.endpoint,
+            api_version: d.api_version,
+            temperature: d.temperature,
+            max_tokens,
+            timeout_s: d.timeout_s,
+        }
+        .validate()
+    }
+}
+
+impl From<&KeyConfig> for KeyConfigDto {
+    fn from(c: &KeyConfig) -> Self {
+        Self {
+            model: c.model.clone(),
+            endpoint: c.endpoint.clone(),
+            api_version: c.api_version.clone(),
+            temperature: c.temperature,
+            max_tokens: c.max_tokens.map(i64::from),
+            timeout_s: c.timeout_s,
+        }
+    }
+}
+
+/// `rate_limit_period`: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
+pub(super) fn parse_period(v: &serde_json::Value) -> Result<RatePeriod, Error> {
+    match v {
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(secs) => RatePeriod::from_seconds(secs),
+            None => Err(Error::Validation(
+                "rate_limit_period must be a whole number of seconds".into(),
+            )),
+        },
+        serde_json::Value::String(s) => match s.trim().parse::<i64>() {
+            Ok(secs) => RatePeriod::from_seconds(secs),
+            Err(_) => RatePeriod::from_name(s),
+        },
+        _ => Err(Error::Validation(
+            "rate_limit_period must be a number of seconds or one of second, minute, hour, day"
+                .into(),
+        )),
+    }
+}
+
+/// A provider key to create (in `providers` of a registration).
+#[derive(Debug, Clone, Object)]
+pub struct ProviderInput {
+    /// Provider: `openai` or `mock`.
+    pub name: String,
+    /// The provider API key (never returned; shown masked).
+    pub api_key: String,
+    /// Requests allowed in any window of `rate_limit_period` (>= 1).
+    pub rate_limit: i64,
+    /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
+    pub rate_limit_period: serde_json::Value,
+    /// Call settings; `model` is required.
+    pub config: KeyConfigDto,
+}
+
+impl TryFrom<ProviderInput> for NewProviderKey {
+    type Error = Error;
+    fn try_from(d: ProviderInput) -> Result<Self, Error> {
+        Ok(NewProviderKey {
+            provider: ProviderKind::parse(&d.name)?,
+            api_key: ApiKey::parse(&d.api_key)?,
+            rate_limit: RateLimit::new(d.rate_limit, parse_period(&d.rate_limit_period)?)?,
+            config: d.config.try_into()?,
+        })
+    }
+}
+
+/// A provider key as returned (the secret masked).
+#[derive(Debug, Clone, Object)]
+pub struct KeyDto {
+    /// Server-made id.
+    pub key_id: Uuid,
+    /// Owning workspace.
+    pub workspace_id: String,
+    /// Provider name.
+    pub name: String,
+    /// The secret, masked: `****` and at most its last 4 characters.
+    pub api_key: String,
+    /// Requests allowed per period.
+    pub rate_limit: i64,
+    /// The period, in seconds.
+    pub rate_limit_period: i64,
+    /// Call settings.
+    pub config: KeyConfigDto,
+    /// False once the provider rejected the key (401/403), until it is updated.
+    pub healthy: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last update.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&ProviderKey> for KeyDto {
+    fn from(k: &ProviderKey) -> Self {
+        Self {
+            key_id: k.id,
+            workspace_id: k.workspace_id.to_string(),
+            name: k.provider.as_str().into(),
+            api_key: k.api_key.masked(),
+            rate_limit: i64::from(k.rate_limit.requests),
+            rate_limit_period: k.rate_limit.period.seconds() as i64,
+            config: KeyConfigDto::from(&k.config),
+            healthy: k.healthy,
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+        }
+    }
+}
+
+/// `POST /provider-key/add`.
+#[derive(Debug, Clone, Object)]
+pub struct AddKeyRequest {
+    /// The workspace to add the key to.
+    pub workspace_id: String,
+    /// Provider: `openai` or `mock`.
+    pub name: String,
+    /// The provider API key.
+    pub api_key: String,
+    /// Requests allowed in any window of `rate_limit_period` (>= 1).
+    pub rate_limit: i64,
+    /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
+    pub rate_limit_period: serde_json::Value,
+    /// Call settings; `model` is required.
+    pub config: KeyConfigDto,
+}
+
+/// `PUT /provider-key/update/{key_id}`: every field optional; absent fields stay.
+#[derive(Debug, Clone, Object)]
+pub struct UpdateKeyRequest {
+    /// New provider name.
+    pub name: Option<String>,
+    /// New secret.
+    pub api_key: Option<String>,
+    /// New request limit (>= 1); applies at once.
+    pub rate_limit: Option<i64>,
+    /// New period: integer seconds or a unit name; applies at once.
+    pub rate_limit_period: Option<serde_json::Value>,
+    /// New call settings (replace the old ones).
+    pub config: Option<KeyConfigDto>,
+}
+
+impl TryFrom<UpdateKeyRequest> for KeyUpdate {
+    type Error = Error;
+    fn try_from(d: UpdateKeyRequest) -> Result<Self, Error> {
+        let update = KeyUpdate {
+            provider: d.name.as_deref().map(ProviderKind::parse).transpose()?,
+            api_key: d.api_key.as_deref().map(ApiKey::parse).transpose()?,
+            rate_limit: d.rate_limit,
+            rate_limit_period: d.rate_limit_period.as_ref().map(parse_period).transpose()?,
+            config: d.config.map(KeyConfig::try_from).transpose()?,
+        };
+        Ok(update)
+    }
+}
+
+/// A list of keys.
+#[derive(Debug, Object)]
+pub struct KeyListResponse {
+    /// True.
+    pub success: bool,
+    /// The keys, oldest first.
+    pub provider_keys: Vec<KeyDto>,
+}
+
+/// One key after a change.
+#[derive(Debug, Object)]
+pub struct KeyResponse {
+    /// True.
+    pub success: bool,
+    /// What happened.
+    pub message: String,
+    /// The key's id.
+    pub key_id: Uuid,
+    /// The key.
+    pub provider_key: KeyDto,
+}
+
+/// A deletion.
+#[derive(Debug, Object)]
+pub struct DeletedResponse {
+    /// True.
+    pub success: bool,
+    /// What was deleted.
+    pub message: String,
+}
+
+#[derive(ApiResponse)]
+pub enum AddKeyResponse {
+    /// The key was added and takes traffic at once.
+    #[oai(status = 201)]
+    Created(Json<KeyResponse>),
+}
+
+pub struct ProviderKeysApi(pub Option<Engine>);
+
+impl ProviderKeysApi {
+    fn engine(&self) -> Result<&Engine, ApiError> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("no engine".into()).into())
+    }
+}
+
+/// Parses an optional `workspace_id` filter.
+pub(super) fn workspace_filter(q: Option<String>) -> Result<Option<WorkspaceId>, ApiError> {
+    Ok(q.as_deref().map(WorkspaceId::parse).transpose()?)
+}
+
+#[OpenApi(tag = "ApiTags::ProviderKeys")]
+impl ProviderKeysApi {
+    /// List provider keys (optionally of one workspace); secrets are masked.
+    #[oai(path = "/provider-keys/", method = "get")]
+    async fn list(
+        &self,
+        /// Only this workspace's keys.
+        workspace_id: Query<Option<String>>,
+    ) -> Result<Json<KeyListResponse>, ApiError> {
+        let filter = workspace_filter(workspace_id.0)?;
+        let keys = self.engine()?.list_keys(filter.as_ref()).await?;
+        Ok(Json(KeyListResponse {
+            success: true,
+            provider_keys: keys.iter().map(KeyDto::from).collect(),
+        }))
+    }
+
+    /// Add a provider key to a workspace.
+    #[oai(path = "/provider-key/add", method = "post")]
+    async fn add(&self, body: Json<AddKeyRequest>) -> Result<AddKeyResponse, ApiError> {
+        let b = body.0;
+        let workspace = WorkspaceId::parse(&b.workspace_id)?;
+        let new = NewProviderKey::try_from(ProviderInput {
+            name: b.name,
+            api_key: b.api_key,
+            rate_limit: b.rate_limit,
+            rate_limit_period: b.rate_limit_period,
+            config: b.config,
+        })?;
+        let key = self.engine()?.add_key(&workspace, new).await?;
+        Ok(AddKeyResponse::Created(Json(KeyResponse {
+            success: true,
+            message: "provider key added".into(),
+            key_id: key.id,
+            provider_key: KeyDto::from(&key),
+        })))
+    }
+
+    /// Delete a provider key; messages waiting on it move to the workspace's other keys.
+    #[oai(path = "/provider-key/delete/:key_id", method = "delete")]
+    async fn delete(&self, key_id: Path<Uuid>) -> Result<Json<DeletedResponse>, ApiError> {
+        self.engine()?.delete_key(key_id.0).await?;
+        Ok(Json(DeletedResponse {
+            success: true,
+            message: format!("provider key '{}' deleted", key_id.0),
+        }))
+    }
+
+    /// Update a provider key; a new limit applies at once, and the key is healthy again.
+    #[oai(path = "/provider-key/update/:key_id", method = "put")]
+    async fn update(
+        &self,
+        key_id: Path<Uuid>,
+        body: Json<UpdateKeyRequest>,
+    ) -> Result<Json<KeyResponse>, ApiError> {
+        let update = KeyUpdate::try_from(body.0)?;
+        let key = self.engine()?.update_key(key_id.0, update).await?;
+        Ok(Json(KeyResponse {
+            success: true,
+            message: "provider key updated".into(),
+            key_id: key.id,
+            provider_key: KeyDto::from(&key),
+        }))
+    }
+}

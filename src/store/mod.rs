@@ -1,0 +1,114 @@
+//! Storage: the database is the source of truth for workspaces, keys and messages.
+//!
+//! One trait per concern ([`WorkspaceStore`], [`ProviderKeyStore`], [`MessageStore`]), bundled
+//! as [`Store`] and implemented per backend (`sqlite` now). Backends own their row structs and
+//! convert rows to domain types at their edge; JSON column shapes shared by backends live in
+//! `json`. Nothing here knows about actors or HTTP.
+
+mod json;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::{Message, MessageResult, MessageStatus, ProviderKey, Workspace, WorkspaceId};
+use crate::error::Result;
+
+/// Workspaces.
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Creates a workspace with its keys in one transaction; `Error::Conflict` if the id exists.
+    async fn create_workspace(&self, ws: &Workspace, keys: &[ProviderKey]) -> Result<()>;
+    /// All workspaces, or the one matching `filter`, ordered by creation.
+    async fn list_workspaces(&self, filter: Option<&WorkspaceId>) -> Result<Vec<Workspace>>;
+    /// One workspace.
+    async fn get_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>>;
+    /// Deletes a workspace with its keys and messages; false if it did not exist.
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool>;
+    /// Stores the target worker count; false if the workspace does not exist.
+    async fn set_worker_count(&self, id: &WorkspaceId, count: u32) -> Result<bool>;
+}
+
+/// Provider keys.
+#[async_trait]
+pub trait ProviderKeyStore: Send + Sync {
+    /// Inserts a key (its workspace must exist).
+    async fn insert_key(&self, key: &ProviderKey) -> Result<()>;
+    /// All keys, or those of one workspace, ordered by creation.
+    async fn list_keys(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<ProviderKey>>;
+    /// One key.
+    async fn get_key(&self, id: Uuid) -> Result<Option<ProviderKey>>;
+    /// Replaces a key's settings; false if it does not exist.
+    async fn update_key(&self, key: &ProviderKey) -> Result<bool>;
+    /// Marks a key healthy or not.
+    async fn set_key_healthy(&self, id: Uuid, healthy: bool) -> Result<()>;
+    /// Deletes a key; false if it did not exist.
+    async fn delete_key(&self, id: Uuid) -> Result<bool>;
+}
+
+/// The final state of a processed message.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// `Success` or `Failed`.
+    pub status: MessageStatus,
+    /// The answer (or the raw text of an unparsable JSON answer).
+    pub result: Option<MessageResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Provider calls made.
+    pub attempts: u32,
+    /// Key of the last call.
+    pub key_id: Option<Uuid>,
+    /// When.
+    pub completed_at: DateTime<Utc>,
+}
+
+/// What inserting a message did.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// A new row was written.
+    New,
+    /// A message with that id already existed; here it is.
+    Existing(Box<Message>),
+}
+
+/// Messages.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Inserts a message, or returns the existing one with the same id (idempotent publish).
+    async fn insert_message(&self, msg: &Message) -> Result<Inserted>;
+    /// One message.
+    async fn get_message(&self, id: Uuid) -> Result<Option<Message>>;
+    /// Marks a message `processing` (keeping the first `started_at`); false if it is gone or final.
+    async fn mark_processing(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool>;
+    /// Stores the final state, unless it is already final; false if nothing was written.
+    async fn complete_message(&self, id: Uuid, done: &Completion) -> Result<bool>;
+    /// Messages that were `pending` or `processing`, oldest first (re-queued at start-up).
+    async fn unfinished_messages(&self) -> Result<Vec<(WorkspaceId, Uuid)>>;
+}
+
+/// Every storage concern of the engine, on one backend.
+#[async_trait]
+pub trait Store: WorkspaceStore + ProviderKeyStore + MessageStore {
+    /// A cheap round trip, for health checks.
+    async fn ping(&self) -> Result<()>;
+    /// Name of the backend ("sqlite", "postgres").
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store a database URL names, running its migrations.
+pub async fn connect(database_url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(database_url).await?,
+        ))
+    } else {
+        Err(crate::error::Error::Validation(format!(
+            "unsupported database URL scheme in '{}'; expected sqlite:",
+            database_url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
