@@ -19,7 +19,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::providers::{Providers, http_client};
-use crate::queue::{MemoryQueue, Queue};
+use crate::queue::{AmqpQueue, MemoryQueue, Queue};
 use crate::store::{Inserted, Store};
 
 /// How to build an [`Engine`].
@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub max_workers: u32,
     /// Retry and cool-down policy of provider calls.
     pub retry: RetryPolicy,
+    /// Prefix of RabbitMQ queue names (`<prefix>.ws.<workspace_id>`).
+    pub queue_prefix: String,
 }
 
 impl EngineConfig {
@@ -43,6 +45,7 @@ impl EngineConfig {
             rabbitmq_url: None,
             max_workers: 256,
             retry: RetryPolicy::default(),
+            queue_prefix: crate::queue::DEFAULT_PREFIX.to_owned(),
         }
     }
 }
@@ -125,11 +128,7 @@ impl Engine {
         let store = crate::store::connect(&config.database_url).await?;
         let queue: Arc<dyn Queue> = match &config.rabbitmq_url {
             None => Arc::new(MemoryQueue::new()),
-            Some(_) => {
-                return Err(Error::Validation(
-                    "RABBITMQ_URL is set but this build only has the in-process queue".into(),
-                ));
-            }
+            Some(url) => Arc::new(AmqpQueue::connect(url, &config.queue_prefix).await?),
         };
         Self::start_on(store, queue, config, http).await
     }
@@ -169,21 +168,22 @@ impl Engine {
     async fn recover(&self) -> Result<()> {
         let deps = &self.inner.deps;
         let workspaces = deps.store.list_workspaces(None).await?;
+        // Queues first, consumers after: empty every queue and re-queue each unfinished message
+        // once from the database, before any worker can take a delivery.
+        for ws in &workspaces {
+            deps.queue.purge(&ws.id).await?;
+        }
+        let unfinished = deps.store.unfinished_messages().await?;
+        let requeued = unfinished.len();
+        for (ws, id) in unfinished {
+            deps.queue.publish(&ws, id).await?;
+        }
         for ws in &workspaces {
             self.start_workspace(&ws.id).await?;
         }
-        if !deps.queue.is_durable() {
-            let unfinished = deps.store.unfinished_messages().await?;
-            let n = unfinished.len();
-            for (ws, id) in unfinished {
-                deps.queue.publish(&ws, id).await?;
-            }
-            if n > 0 {
-                tracing::info!(messages = n, "re-queued unfinished messages");
-            }
-        }
         tracing::info!(
             workspaces = workspaces.len(),
+            requeued,
             database = deps.store.backend(),
             queue = deps.queue.backend(),
             "engine started"

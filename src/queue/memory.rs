@@ -112,8 +112,11 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    fn is_durable(&self) -> bool {
-        false
+    async fn purge(&self, workspace: &WorkspaceId) -> Result<()> {
+        if let Some(c) = self.queues.get(workspace) {
+            while c.1.try_recv().is_ok() {}
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -5,11 +5,13 @@
 //! idempotent by id). A delivery is acknowledged only after the message's final state is stored;
 //! a delivery dropped without `ack` is given back to the queue.
 
+mod amqp;
 mod memory;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use amqp::{AmqpQueue, DEFAULT_PREFIX};
 pub use memory::MemoryQueue;
 
 use crate::domain::WorkspaceId;
@@ -44,9 +46,9 @@ pub trait Queue: Send + Sync {
     ) -> Result<Box<dyn QueueConsumer>>;
     /// Deletes the workspace's queue and what it holds.
     async fn delete(&self, workspace: &WorkspaceId) -> Result<()>;
-    /// True when queued ids survive an engine restart by themselves (a broker). When false, the
-    /// engine re-queues every unfinished message at start-up.
-    fn is_durable(&self) -> bool;
+    /// Empties the workspace's queue (start-up: the engine then re-queues every unfinished
+    /// message from the database, the source of truth, so nothing is queued twice).
+    async fn purge(&self, workspace: &WorkspaceId) -> Result<()>;
     /// Checks the backend answers.
     async fn ping(&self) -> Result<()>;
     /// Name of the backend ("memory", "rabbitmq").
