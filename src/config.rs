@@ -12,7 +12,13 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://ai-rate-limiter.db?mode=rwc";
 
 /// ai-rate-limiter: a rate-limiting engine between applications and LLM providers.
 #[derive(Debug, Parser)]
-#[command(name = "ai-rate-limiter", version, about, long_about = None)]
+#[command(
+    name = "ai-rate-limiter",
+    version,
+    about,
+    long_about = None,
+    after_help = "Other environment variables:\n  SQLALCHEMY_DATABASE_URI  alias of DATABASE_URL (the original service's name)\n  RUST_LOG                 log filter, e.g. info or ai_rate_limiter=debug (default: info)"
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -29,6 +35,30 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document (JSON) to stdout.
     Openapi,
+    /// Apply the database migrations and exit (for operators who run them as a separate step).
+    Migrate(MigrateArgs),
+}
+
+/// Options of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL (as for `serve`; `SQLALCHEMY_DATABASE_URI` accepted as an alias).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl MigrateArgs {
+    /// The database URL: the flag / `DATABASE_URL`, else `SQLALCHEMY_DATABASE_URI`, else the default.
+    pub fn database_url(&self) -> String {
+        resolve_database_url(self.database_url.clone())
+    }
+}
+
+fn resolve_database_url(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("SQLALCHEMY_DATABASE_URI").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
 }
 
 /// Options of `serve`.
@@ -44,6 +74,9 @@ pub struct ServeArgs {
     /// RabbitMQ URL (`amqp://...`). Unset: the in-process queue.
     #[arg(long, env = "RABBITMQ_URL")]
     pub rabbitmq_url: Option<String>,
+    /// Prefix of RabbitMQ queue names: `<prefix>.ws.<workspace_id>`.
+    #[arg(long, env = "QUEUE_PREFIX", default_value = "ai-rate-limiter")]
+    pub queue_prefix: String,
     /// Most workers one workspace may be scaled to.
     #[arg(long, env = "MAX_WORKERS", default_value_t = 256)]
     pub max_workers: u32,
@@ -58,11 +91,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The database URL: the flag / `DATABASE_URL`, else `SQLALCHEMY_DATABASE_URI`, else the default.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .or_else(|| std::env::var("SQLALCHEMY_DATABASE_URI").ok())
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+        resolve_database_url(self.database_url.clone())
     }
 
     /// The engine configuration these settings describe.
@@ -70,6 +99,7 @@ impl ServeArgs {
         let mut c = EngineConfig::new(self.database_url());
         c.rabbitmq_url = self.rabbitmq_url.clone().filter(|s| !s.trim().is_empty());
         c.max_workers = self.max_workers;
+        c.queue_prefix = self.queue_prefix.clone();
         c.retry.max_attempts = self.max_attempts.max(1);
         c
     }
