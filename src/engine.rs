@@ -140,7 +140,7 @@ impl Engine {
         config: EngineConfig,
         http: reqwest::Client,
     ) -> Result<Self> {
-        let (completions, _) = tokio::sync::broadcast::channel(4096);
+        let (completions, _) = tokio::sync::broadcast::channel(65536);
         let deps = Arc::new(Deps {
             store,
             queue,
@@ -446,6 +446,12 @@ impl Engine {
             .get_message(id)
             .await?
             .ok_or_else(|| Error::not_found("message", id))
+    }
+
+    /// A stream of the ids of messages that reach `success` or `failed` from now on. A receiver
+    /// that falls behind gets `RecvError::Lagged(n)`: `n` completions it did not see.
+    pub fn subscribe_completions(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.inner.deps.completions.subscribe()
     }
 
     /// Waits until a message is `success` or `failed` (or `timeout` passes) and returns it.
