@@ -15,7 +15,7 @@ mod workspaces;
 
 use std::net::SocketAddr;
 
-use poem::middleware::{CatchPanic, Tracing};
+use poem::middleware::{CatchPanic, NormalizePath, Tracing, TrailingSlash};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
@@ -76,6 +76,9 @@ pub fn app(engine: Engine, addr: Option<SocketAddr>) -> impl Endpoint {
         .nest("/docs", ui)
         .at("/openapi.json", spec)
         .nest("/", api)
+        // The original paths end in a slash (`/workspaces/`, `/provider-keys/`); poem-openapi
+        // routes them without it. Accept both.
+        .with(NormalizePath::new(TrailingSlash::Trim))
         .with(CatchPanic::new())
         .with(Tracing)
         .catch_all_error(error::json_errors)
