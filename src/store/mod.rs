@@ -6,12 +6,14 @@
 //! `json`. Nothing here knows about actors or HTTP.
 
 mod json;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{Message, MessageResult, MessageStatus, ProviderKey, Workspace, WorkspaceId};
@@ -105,10 +107,34 @@ pub async fn connect(database_url: &str) -> Result<std::sync::Arc<dyn Store>> {
         Ok(std::sync::Arc::new(
             SqliteStore::connect(database_url).await?,
         ))
+    } else if is_postgres_url(database_url) {
+        Ok(std::sync::Arc::new(
+            PostgresStore::connect(database_url).await?,
+        ))
     } else {
-        Err(crate::error::Error::Validation(format!(
-            "unsupported database URL scheme in '{}'; expected sqlite:",
-            database_url.split(':').next().unwrap_or_default()
-        )))
+        Err(unsupported_scheme(database_url))
     }
+}
+
+/// Runs the migrations of the database a URL names, then disconnects.
+pub async fn migrate(database_url: &str) -> Result<()> {
+    if database_url.starts_with("sqlite:") {
+        // Opening a SQLite store runs its migrations.
+        SqliteStore::connect(database_url).await.map(drop)
+    } else if is_postgres_url(database_url) {
+        postgres::migrate(database_url).await
+    } else {
+        Err(unsupported_scheme(database_url))
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn unsupported_scheme(url: &str) -> crate::error::Error {
+    crate::error::Error::Validation(format!(
+        "unsupported database URL scheme in '{}'; expected sqlite:, postgres:// or postgresql://",
+        url.split(':').next().unwrap_or_default()
+    ))
 }
