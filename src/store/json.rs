@@ -12,6 +12,9 @@ pub(super) struct ConfigJson {
     endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     api_version: Option<String>,
+    /// Added with Azure support: rows written before it have none (hence the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,6 +29,7 @@ impl From<&KeyConfig> for ConfigJson {
             model: c.model.clone(),
             endpoint: c.endpoint.clone(),
             api_version: c.api_version.clone(),
+            deployment: c.deployment.clone(),
             temperature: c.temperature,
             max_tokens: c.max_tokens,
             timeout_s: c.timeout_s,
@@ -39,6 +43,7 @@ impl From<ConfigJson> for KeyConfig {
             model: c.model,
             endpoint: c.endpoint,
             api_version: c.api_version,
+            deployment: c.deployment,
             temperature: c.temperature,
             max_tokens: c.max_tokens,
             timeout_s: c.timeout_s,
@@ -104,4 +109,35 @@ pub(super) fn encode<T: Serialize>(v: &T) -> crate::error::Result<String> {
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(s: &str) -> crate::error::Result<T> {
     serde_json::from_str(s)
         .map_err(|e| crate::error::Error::Storage(format!("corrupt JSON column: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_row_written_before_deployment_existed_still_parses() {
+        let old = r#"{"model":"gpt-4","endpoint":"https://api.openai.com/v1","timeout_s":30.0}"#;
+        let c = KeyConfig::from(decode::<ConfigJson>(old).unwrap());
+        assert_eq!(c.model, "gpt-4");
+        assert_eq!(c.deployment, None);
+    }
+
+    #[test]
+    fn deployment_round_trips_and_is_omitted_when_unset() {
+        let c = KeyConfig {
+            model: "gpt-4o".into(),
+            deployment: Some("prod".into()),
+            ..Default::default()
+        };
+        let s = encode(&ConfigJson::from(&c)).unwrap();
+        assert!(s.contains(r#""deployment":"prod""#), "{s}");
+        assert_eq!(KeyConfig::from(decode::<ConfigJson>(&s).unwrap()), c);
+        let s = encode(&ConfigJson::from(&KeyConfig {
+            deployment: None,
+            ..c
+        }))
+        .unwrap();
+        assert!(!s.contains("deployment"), "{s}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Storage: the database is the source of truth for workspaces, keys and messages.
 //!
 //! One trait per concern ([`WorkspaceStore`], [`ProviderKeyStore`], [`MessageStore`]), bundled
-//! as [`Store`] and implemented per backend (`sqlite` now). Backends own their row structs and
+//! as [`Store`] and implemented per backend (`sqlite`, `postgres`). Backends own their row structs and
 //! convert rows to domain types at their edge; JSON column shapes shared by backends live in
 //! `json`. Nothing here knows about actors or HTTP.
 
@@ -49,6 +49,27 @@ pub trait ProviderKeyStore: Send + Sync {
     async fn set_key_healthy(&self, id: Uuid, healthy: bool) -> Result<()>;
     /// Deletes a key; false if it did not exist.
     async fn delete_key(&self, id: Uuid) -> Result<bool>;
+    /// Records requests about to be sent on keys: `(key_id, when)`, in one transaction.
+    async fn record_grants(&self, grants: &[(Uuid, DateTime<Utc>)]) -> Result<()>;
+    /// Requests sent on a workspace's keys since `since`, oldest first (restores each key's
+    /// sliding window after a restart).
+    async fn recent_grants(
+        &self,
+        workspace: &WorkspaceId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>>;
+    /// Forgets the grants that can no longer count against their key's window (older than its
+    /// period); returns how many went.
+    async fn prune_grants(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+/// One page of a workspace's messages.
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    /// The messages, by `sequence_index` (absent last), then creation, then id.
+    pub messages: Vec<Message>,
+    /// How many match the filter in all.
+    pub total: u64,
 }
 
 /// The final state of a processed message.
@@ -90,6 +111,19 @@ pub trait MessageStore: Send + Sync {
     async fn complete_message(&self, id: Uuid, done: &Completion) -> Result<bool>;
     /// Messages that were `pending` or `processing`, oldest first (re-queued at start-up).
     async fn unfinished_messages(&self) -> Result<Vec<(WorkspaceId, Uuid)>>;
+    /// Inserts many messages in one transaction (batch publish); per message, as
+    /// [`MessageStore::insert_message`].
+    async fn insert_messages(&self, msgs: &[Message]) -> Result<Vec<Inserted>>;
+    /// Stores many final states in one transaction; per item, whether it was written.
+    async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>>;
+    /// A page of a workspace's messages, optionally of one status.
+    async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        status: Option<MessageStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<MessagePage>;
 }
 
 /// Every storage concern of the engine, on one backend.

@@ -25,7 +25,9 @@ use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 use super::json::{ConfigJson, ResultJson};
-use super::{Completion, Inserted, MessageStore, ProviderKeyStore, Store, WorkspaceStore};
+use super::{
+    Completion, Inserted, MessagePage, MessageStore, ProviderKeyStore, Store, WorkspaceStore,
+};
 use crate::domain::{
     ApiKey, KeyConfig, Message, MessageRequest, MessageResult, MessageStatus, ProviderKey,
     ProviderKind, RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId,
@@ -390,6 +392,79 @@ where
     Ok(())
 }
 
+/// Inserts one message unless its id exists; true when a row was written.
+async fn insert_message_with<'e, E>(exec: E, msg: &Message) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let q = &msg.request;
+    reject_nul([
+        ("prompt", Some(q.prompt.as_str())),
+        ("content", q.content.as_deref()),
+        ("system_prompt", q.system_prompt.as_deref()),
+        ("model", q.model.as_deref()),
+        ("html_tag", q.html_tag.as_deref()),
+    ])?;
+    let r = sqlx::query(
+        "INSERT INTO messages (message_id, workspace_id, status, prompt, content, \
+         system_prompt, model, sequence_index, html_tag, response_format, attempts, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11) \
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(msg.id)
+    .bind(msg.workspace_id.as_str())
+    .bind(msg.status.as_str())
+    .bind(&q.prompt)
+    .bind(&q.content)
+    .bind(&q.system_prompt)
+    .bind(&q.model)
+    .bind(q.sequence_index)
+    .bind(&q.html_tag)
+    .bind(q.response_format.as_str())
+    .bind(msg.created_at)
+    .execute(exec)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Stores one final state unless the message is already final; true when written.
+async fn complete_with<'e, E>(exec: E, id: Uuid, done: &Completion) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let r = sqlx::query(
+        "UPDATE messages SET status = $1, result = $2, error = $3, attempts = $4, \
+         key_id = $5, completed_at = $6 \
+         WHERE message_id = $7 AND status IN ('pending', 'processing')",
+    )
+    .bind(done.status.as_str())
+    .bind(
+        done.result
+            .as_ref()
+            .map(|r| Json(ResultJson::from(&clean_result(r)))),
+    )
+    .bind(done.error.as_deref().map(clean))
+    .bind(i64::from(done.attempts))
+    .bind(done.key_id)
+    .bind(done.completed_at)
+    .bind(id)
+    .execute(exec)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+impl PostgresStore {
+    async fn existing(&self, id: Uuid) -> Result<Inserted> {
+        match self.get_message(id).await? {
+            Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
+            // Inserted and deleted (its workspace removed) between the two statements.
+            None => Err(Error::Conflict(format!(
+                "message '{id}' could not be stored; retry"
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl WorkspaceStore for PostgresStore {
     async fn create_workspace(&self, ws: &Workspace, keys: &[ProviderKey]) -> Result<()> {
@@ -520,49 +595,63 @@ impl ProviderKeyStore for PostgresStore {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn record_grants(&self, grants: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+        let keys: Vec<Uuid> = grants.iter().map(|(k, _)| *k).collect();
+        let times: Vec<i64> = grants.iter().map(|(_, t)| t.timestamp_micros()).collect();
+        sqlx::query(
+            "INSERT INTO key_grants (key_id, granted_at_us) \
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[])",
+        )
+        .bind(keys)
+        .bind(times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn recent_grants(
+        &self,
+        workspace: &WorkspaceId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT g.key_id, g.granted_at_us FROM key_grants g \
+             JOIN provider_keys k ON k.key_id = g.key_id \
+             WHERE k.workspace_id = $1 AND g.granted_at_us >= $2 ORDER BY g.granted_at_us",
+        )
+        .bind(workspace.as_str())
+        .bind(since.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(k, us)| {
+                DateTime::from_timestamp_micros(us)
+                    .map(|t| (k, t))
+                    .ok_or_else(|| Error::Storage(format!("corrupt timestamp {us}")))
+            })
+            .collect()
+    }
+
+    async fn prune_grants(&self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM key_grants g USING provider_keys k \
+             WHERE k.key_id = g.key_id AND g.granted_at_us < $1 - 1000000 * k.rate_limit_period",
+        )
+        .bind(now.timestamp_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
 }
 
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn insert_message(&self, msg: &Message) -> Result<Inserted> {
-        let q = &msg.request;
-        reject_nul([
-            ("prompt", Some(q.prompt.as_str())),
-            ("content", q.content.as_deref()),
-            ("system_prompt", q.system_prompt.as_deref()),
-            ("model", q.model.as_deref()),
-            ("html_tag", q.html_tag.as_deref()),
-        ])?;
-        let r = sqlx::query(
-            "INSERT INTO messages (message_id, workspace_id, status, prompt, content, \
-             system_prompt, model, sequence_index, html_tag, response_format, attempts, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11) \
-             ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(msg.id)
-        .bind(msg.workspace_id.as_str())
-        .bind(msg.status.as_str())
-        .bind(&msg.request.prompt)
-        .bind(&msg.request.content)
-        .bind(&msg.request.system_prompt)
-        .bind(&msg.request.model)
-        .bind(msg.request.sequence_index)
-        .bind(&msg.request.html_tag)
-        .bind(msg.request.response_format.as_str())
-        .bind(msg.created_at)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() > 0 {
+        if insert_message_with(&self.pool, msg).await? {
             return Ok(Inserted::New);
         }
-        match self.get_message(msg.id).await? {
-            Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
-            // Inserted and deleted (its workspace removed) between the two statements.
-            None => Err(Error::Conflict(format!(
-                "message '{}' could not be stored; retry",
-                msg.id
-            ))),
-        }
+        self.existing(msg.id).await
     }
 
     async fn get_message(&self, id: Uuid) -> Result<Option<Message>> {
@@ -590,37 +679,84 @@ impl MessageStore for PostgresStore {
     }
 
     async fn complete_message(&self, id: Uuid, done: &Completion) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE messages SET status = $1, result = $2, error = $3, attempts = $4, \
-             key_id = $5, completed_at = $6 \
-             WHERE message_id = $7 AND status IN ('pending', 'processing')",
-        )
-        .bind(done.status.as_str())
-        .bind(
-            done.result
-                .as_ref()
-                .map(|r| Json(ResultJson::from(&clean_result(r)))),
-        )
-        .bind(done.error.as_deref().map(clean))
-        .bind(i64::from(done.attempts))
-        .bind(done.key_id)
-        .bind(done.completed_at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        complete_with(&self.pool, id, done).await
     }
 
     async fn unfinished_messages(&self) -> Result<Vec<(WorkspaceId, Uuid)>> {
         let rows: Vec<(String, Uuid)> = sqlx::query_as(
             "SELECT workspace_id, message_id FROM messages \
-             WHERE status IN ('pending', 'processing') ORDER BY created_at",
+             WHERE status IN ('pending', 'processing') ORDER BY created_at, message_id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|(w, m)| Ok((WorkspaceId::parse(&w)?, m)))
             .collect()
+    }
+
+    async fn insert_messages(&self, msgs: &[Message]) -> Result<Vec<Inserted>> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            written.push(insert_message_with(&mut *tx, m).await?);
+        }
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for (m, new) in msgs.iter().zip(written) {
+            out.push(if new {
+                Inserted::New
+            } else {
+                self.existing(m.id).await?
+            });
+        }
+        Ok(out)
+    }
+
+    async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(done.len());
+        for (id, c) in done {
+            out.push(complete_with(&mut *tx, *id, c).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        status: Option<MessageStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<MessagePage> {
+        let status = status.map(MessageStatus::as_str);
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2) \
+             ORDER BY sequence_index ASC NULLS LAST, created_at, message_id LIMIT $3 OFFSET $4"
+        ))
+        .bind(workspace.as_str())
+        .bind(status)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM messages WHERE workspace_id = $1 \
+             AND ($2::text IS NULL OR status = $2)",
+        )
+        .bind(workspace.as_str())
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(MessagePage {
+            messages: rows
+                .into_iter()
+                .map(Message::try_from)
+                .collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 }
 

@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::json::{ConfigJson, ResultJson, decode, encode};
-use super::{Completion, Inserted, MessageStore, ProviderKeyStore, Store, WorkspaceStore};
+use super::{
+    Completion, Inserted, MessagePage, MessageStore, ProviderKeyStore, Store, WorkspaceStore,
+};
 use crate::domain::{
     ApiKey, KeyConfig, Message, MessageRequest, MessageStatus, ProviderKey, ProviderKind,
     RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId,
@@ -161,6 +163,11 @@ impl TryFrom<MessageRow> for Message {
             completed_at: r.completed_at,
         })
     }
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| Error::Storage(format!("corrupt timestamp {us}")))
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid> {
@@ -321,6 +328,113 @@ impl ProviderKeyStore for SqliteStore {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn record_grants(&self, grants: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (key, at) in grants {
+            sqlx::query("INSERT INTO key_grants (key_id, granted_at_us) VALUES (?, ?)")
+                .bind(key.to_string())
+                .bind(at.timestamp_micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recent_grants(
+        &self,
+        workspace: &WorkspaceId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT g.key_id, g.granted_at_us FROM key_grants g \
+             JOIN provider_keys k ON k.key_id = g.key_id \
+             WHERE k.workspace_id = ? AND g.granted_at_us >= ? ORDER BY g.granted_at_us",
+        )
+        .bind(workspace.as_str())
+        .bind(since.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(k, us)| Ok((parse_uuid(&k)?, from_micros(us)?)))
+            .collect()
+    }
+
+    async fn prune_grants(&self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM key_grants WHERE granted_at_us < ?1 - 1000000 * \
+             COALESCE((SELECT rate_limit_period FROM provider_keys k \
+                       WHERE k.key_id = key_grants.key_id), 0)",
+        )
+        .bind(now.timestamp_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// Inserts one message unless its id exists; true when a row was written.
+async fn insert_message_with<'e, E>(exec: E, msg: &Message) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let r = sqlx::query(
+        "INSERT INTO messages (message_id, workspace_id, status, prompt, content, \
+         system_prompt, model, sequence_index, html_tag, response_format, attempts, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(msg.id.to_string())
+    .bind(msg.workspace_id.as_str())
+    .bind(msg.status.as_str())
+    .bind(&msg.request.prompt)
+    .bind(&msg.request.content)
+    .bind(&msg.request.system_prompt)
+    .bind(&msg.request.model)
+    .bind(msg.request.sequence_index)
+    .bind(&msg.request.html_tag)
+    .bind(msg.request.response_format.as_str())
+    .bind(msg.created_at)
+    .execute(exec)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Stores one final state unless the message is already final; true when written.
+async fn complete_with<'e, E>(exec: E, id: Uuid, done: &Completion) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let result = done
+        .result
+        .as_ref()
+        .map(|r| encode(&ResultJson::from(r)))
+        .transpose()?;
+    let r = sqlx::query(
+        "UPDATE messages SET status = ?, result = ?, error = ?, attempts = ?, key_id = ?, \
+         completed_at = ? WHERE message_id = ? AND status IN ('pending', 'processing')",
+    )
+    .bind(done.status.as_str())
+    .bind(result)
+    .bind(&done.error)
+    .bind(i64::from(done.attempts))
+    .bind(done.key_id.map(|k| k.to_string()))
+    .bind(done.completed_at)
+    .bind(id.to_string())
+    .execute(exec)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+impl SqliteStore {
+    async fn existing(&self, id: Uuid) -> Result<Inserted> {
+        match self.get_message(id).await? {
+            Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
+            None => Err(Error::Conflict(format!(
+                "message '{id}' could not be stored; retry"
+            ))),
+        }
+    }
 }
 
 const MESSAGE_COLUMNS: &str = "message_id, workspace_id, status, prompt, content, system_prompt, \
@@ -330,34 +444,10 @@ const MESSAGE_COLUMNS: &str = "message_id, workspace_id, status, prompt, content
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn insert_message(&self, msg: &Message) -> Result<Inserted> {
-        let r = sqlx::query(
-            "INSERT INTO messages (message_id, workspace_id, status, prompt, content, \
-             system_prompt, model, sequence_index, html_tag, response_format, attempts, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(msg.id.to_string())
-        .bind(msg.workspace_id.as_str())
-        .bind(msg.status.as_str())
-        .bind(&msg.request.prompt)
-        .bind(&msg.request.content)
-        .bind(&msg.request.system_prompt)
-        .bind(&msg.request.model)
-        .bind(msg.request.sequence_index)
-        .bind(&msg.request.html_tag)
-        .bind(msg.request.response_format.as_str())
-        .bind(msg.created_at)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() > 0 {
+        if insert_message_with(&self.pool, msg).await? {
             return Ok(Inserted::New);
         }
-        match self.get_message(msg.id).await? {
-            Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
-            None => Err(Error::Conflict(format!(
-                "message '{}' could not be stored; retry",
-                msg.id
-            ))),
-        }
+        self.existing(msg.id).await
     }
 
     async fn get_message(&self, id: Uuid) -> Result<Option<Message>> {
@@ -382,37 +472,84 @@ impl MessageStore for SqliteStore {
     }
 
     async fn complete_message(&self, id: Uuid, done: &Completion) -> Result<bool> {
-        let result = done
-            .result
-            .as_ref()
-            .map(|r| encode(&ResultJson::from(r)))
-            .transpose()?;
-        let r = sqlx::query(
-            "UPDATE messages SET status = ?, result = ?, error = ?, attempts = ?, key_id = ?, \
-             completed_at = ? WHERE message_id = ? AND status IN ('pending', 'processing')",
-        )
-        .bind(done.status.as_str())
-        .bind(result)
-        .bind(&done.error)
-        .bind(i64::from(done.attempts))
-        .bind(done.key_id.map(|k| k.to_string()))
-        .bind(done.completed_at)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        complete_with(&self.pool, id, done).await
     }
 
     async fn unfinished_messages(&self) -> Result<Vec<(WorkspaceId, Uuid)>> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT workspace_id, message_id FROM messages \
-             WHERE status IN ('pending', 'processing') ORDER BY created_at",
+             WHERE status IN ('pending', 'processing') ORDER BY created_at, message_id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|(w, m)| Ok((WorkspaceId::parse(&w)?, parse_uuid(&m)?)))
             .collect()
+    }
+
+    async fn insert_messages(&self, msgs: &[Message]) -> Result<Vec<Inserted>> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            written.push(insert_message_with(&mut *tx, m).await?);
+        }
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for (m, new) in msgs.iter().zip(written) {
+            out.push(if new {
+                Inserted::New
+            } else {
+                self.existing(m.id).await?
+            });
+        }
+        Ok(out)
+    }
+
+    async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(done.len());
+        for (id, c) in done {
+            out.push(complete_with(&mut *tx, *id, c).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        status: Option<MessageStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<MessagePage> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?1 \
+             AND (?2 IS NULL OR status = ?2) \
+             ORDER BY sequence_index IS NULL, sequence_index, created_at, message_id \
+             LIMIT ?3 OFFSET ?4"
+        );
+        let status = status.map(MessageStatus::as_str);
+        let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(workspace.as_str())
+            .bind(status)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM messages WHERE workspace_id = ?1 AND (?2 IS NULL OR status = ?2)",
+        )
+        .bind(workspace.as_str())
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(MessagePage {
+            messages: rows
+                .into_iter()
+                .map(Message::try_from)
+                .collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 }
 
