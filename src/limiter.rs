@@ -175,6 +175,19 @@ impl Limiter {
         Ok(self.record(now, tokens))
     }
 
+    /// Seeds the log with requests granted before this limiter existed (before a restart), so
+    /// they keep counting against the window until they age out. Each counts one request and no
+    /// tokens (token reservations are not persisted). Call on a fresh limiter: instants earlier
+    /// than the latest already recorded are ignored, to keep the log sorted.
+    pub fn restore(&mut self, mut past: Vec<Instant>) {
+        past.sort_unstable();
+        for at in past {
+            if self.log.back().is_none_or(|e| e.at <= at) {
+                self.record(at, 0);
+            }
+        }
+    }
+
     /// Where would the `(queued + 1)`-th request land if `queued` requests of `tokens_each` tokens
     /// are already waiting ahead of it and each is granted at its own earliest instant, in order?
     /// `queued == 0` is the same as [`earliest(now, tokens_each)`](Self::earliest). Pure; the
@@ -1104,5 +1117,15 @@ mod tests {
             }
             prop_assert_eq!(predicted, at);
         }
+    }
+
+    #[test]
+    fn restored_grants_count_against_the_window_until_they_age_out() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut l = Limiter::new(Limits::new(2, Duration::from_secs(1), None));
+        l.restore(vec![t0 - Duration::from_millis(100), t0 - Duration::from_millis(600)]);
+        assert_eq!(l.in_window(t0), 2);
+        assert_eq!(l.try_acquire(t0, 0), Err(t0 + Duration::from_millis(400)));
+        assert!(l.try_acquire(t0 + Duration::from_millis(400), 0).is_ok());
     }
 }

@@ -8,6 +8,7 @@
 mod json;
 mod postgres;
 mod sqlite;
+mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use writer::BatchWriter;
 
 use crate::domain::{Message, MessageResult, MessageStatus, ProviderKey, Workspace, WorkspaceId};
 use crate::error::Result;
