@@ -14,13 +14,32 @@ use uuid::Uuid;
 
 use crate::actors::{Deps, RetryPolicy, Supervisor, SupervisorMsg, WorkspaceMsg};
 use crate::domain::{
-    KeyUpdate, Message, NewMessage, NewProviderKey, NewWorkspace, ProviderKey, WorkerInfo,
-    Workspace, WorkspaceId,
+    KeyUpdate, Message, MessageRequest, MessageStatus, NewMessage, NewProviderKey, NewWorkspace,
+    ProviderKey, WorkerInfo, Workspace, WorkspaceId,
 };
 use crate::error::{Error, Result};
 use crate::providers::{Providers, http_client};
 use crate::queue::{AmqpQueue, MemoryQueue, Queue};
-use crate::store::{Inserted, Store};
+use crate::store::{Completion, Inserted, MessagePage, Store};
+
+/// The current time, at microsecond precision (what every backend stores), so a value returned
+/// by an operation equals the one read back later.
+pub(crate) fn now() -> chrono::DateTime<Utc> {
+    let t = Utc::now();
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// The final state of a message the queue refused.
+fn queue_failure(reason: &str) -> Completion {
+    Completion {
+        status: MessageStatus::Failed,
+        result: None,
+        error: Some(reason.to_owned()),
+        attempts: 0,
+        key_id: None,
+        completed_at: now(),
+    }
+}
 
 /// How to build an [`Engine`].
 #[derive(Debug, Clone)]
@@ -231,10 +250,27 @@ impl Engine {
         }
     }
 
+    /// 422 unless some key of the workspace serves `model` (`None`: unless it has a key).
+    async fn check_serves(
+        &self,
+        actor: &ActorRef<WorkspaceMsg>,
+        workspace: &WorkspaceId,
+        model: Option<String>,
+    ) -> Result<()> {
+        let asked = model.clone();
+        if Self::ask(actor, |r| WorkspaceMsg::ServesModel(asked, r)).await? {
+            return Ok(());
+        }
+        Err(Error::Unprocessable(match model {
+            Some(m) => format!("no provider key in workspace '{workspace}' serves model '{m}'"),
+            None => format!("workspace '{workspace}' has no provider key; add one first"),
+        }))
+    }
+
     /// Registers a workspace with its keys and starts it with one worker.
     pub async fn register_workspace(&self, new: NewWorkspace) -> Result<WorkspaceView> {
         self.check_accepting()?;
-        let now = Utc::now();
+        let now = now();
         let workspace = Workspace {
             id: new.id.clone(),
             worker_count: 1,
@@ -243,7 +279,9 @@ impl Engine {
         let keys: Vec<ProviderKey> = new
             .providers
             .into_iter()
-            .map(|k| k.into_key(new.id.clone(), now))
+            .enumerate()
+            // Distinct creation times keep the keys listed in the order they were given.
+            .map(|(i, k)| k.into_key(new.id.clone(), now + chrono::Duration::microseconds(i as i64)))
             .collect();
         let store = &self.inner.deps.store;
         store.create_workspace(&workspace, &keys).await?;
@@ -307,7 +345,7 @@ impl Engine {
     ) -> Result<ProviderKey> {
         self.check_accepting()?;
         let actor = self.workspace_actor(workspace)?;
-        let key = new.into_key(workspace.clone(), Utc::now());
+        let key = new.into_key(workspace.clone(), now());
         self.inner.deps.store.insert_key(&key).await?;
         Self::ask(&actor, |r| WorkspaceMsg::AddKey(key.clone(), r)).await?;
         tracing::info!(workspace = %workspace, key_id = %key.id, provider = key.provider.as_str(), "provider key added");
@@ -336,7 +374,7 @@ impl Engine {
             .get_key(key_id)
             .await?
             .ok_or_else(|| Error::not_found("provider key", key_id))?;
-        let key = update.apply(key, Utc::now())?;
+        let key = update.apply(key, now())?;
         if !store.update_key(&key).await? {
             return Err(Error::not_found("provider key", key_id));
         }
@@ -387,20 +425,9 @@ impl Engine {
     pub async fn publish(&self, new: NewMessage) -> Result<Published> {
         self.check_accepting()?;
         let actor = self.workspace_actor(&new.workspace_id)?;
-        let model = new.request.model.clone();
-        if !Self::ask(&actor, |r| WorkspaceMsg::ServesModel(model.clone(), r)).await? {
-            return Err(Error::Unprocessable(match model {
-                Some(m) => format!(
-                    "no provider key in workspace '{}' serves model '{m}'",
-                    new.workspace_id
-                ),
-                None => format!(
-                    "workspace '{}' has no provider key; add one first",
-                    new.workspace_id
-                ),
-            }));
-        }
-        let message = Message::new(new, Utc::now());
+        self.check_serves(&actor, &new.workspace_id, new.request.model.clone())
+            .await?;
+        let message = Message::new(new, now());
         let deps = &self.inner.deps;
         match deps.store.insert_message(&message).await? {
             Inserted::Existing(existing) => {
@@ -417,14 +444,7 @@ impl Engine {
             }
             Inserted::New => {
                 if let Err(e) = deps.queue.publish(&message.workspace_id, message.id).await {
-                    let failed = crate::store::Completion {
-                        status: crate::domain::MessageStatus::Failed,
-                        result: None,
-                        error: Some(format!("could not be queued: {e}")),
-                        attempts: 0,
-                        key_id: None,
-                        completed_at: Utc::now(),
-                    };
+                    let failed = queue_failure(&format!("could not be queued: {e}"));
                     let _ = deps.store.complete_message(message.id, &failed).await;
                     return Err(Error::Unavailable(format!(
                         "the message was stored but could not be queued: {e}"
@@ -436,6 +456,115 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Most messages in one batch.
+    pub const MAX_BATCH: usize = 1000;
+
+    /// Publishes up to [`Engine::MAX_BATCH`] messages to one workspace: all are validated first,
+    /// stored in one transaction, then queued; the answers come back in the same order. A
+    /// client `message_id` that already exists returns that message and creates nothing.
+    pub async fn publish_batch(
+        &self,
+        workspace: &WorkspaceId,
+        items: Vec<(Option<Uuid>, MessageRequest)>,
+    ) -> Result<Vec<Published>> {
+        self.check_accepting()?;
+        if items.is_empty() || items.len() > Self::MAX_BATCH {
+            return Err(Error::Validation(format!(
+                "a batch holds 1 to {} messages (got {})",
+                Self::MAX_BATCH,
+                items.len()
+            )));
+        }
+        let actor = self.workspace_actor(workspace)?;
+        let mut seen = std::collections::HashSet::new();
+        for id in items.iter().filter_map(|(id, _)| *id) {
+            if !seen.insert(id) {
+                return Err(Error::Validation(format!(
+                    "message_id '{id}' appears twice in the batch"
+                )));
+            }
+        }
+        let models: std::collections::BTreeSet<Option<String>> =
+            items.iter().map(|(_, r)| r.model.clone()).collect();
+        for model in models {
+            self.check_serves(&actor, workspace, model).await?;
+        }
+        let now = now();
+        let messages: Vec<Message> = items
+            .into_iter()
+            .map(|(id, request)| {
+                Message::new(
+                    NewMessage {
+                        id,
+                        workspace_id: workspace.clone(),
+                        request,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        let deps = &self.inner.deps;
+        let inserted = deps.store.insert_messages(&messages).await?;
+        let mut out = Vec::with_capacity(messages.len());
+        for (message, ins) in messages.into_iter().zip(inserted) {
+            out.push(match ins {
+                Inserted::New => Published {
+                    message,
+                    created: true,
+                },
+                Inserted::Existing(existing) => {
+                    if existing.workspace_id != *workspace {
+                        return Err(Error::Conflict(format!(
+                            "message_id '{}' is already used by another workspace",
+                            existing.id
+                        )));
+                    }
+                    Published {
+                        message: *existing,
+                        created: false,
+                    }
+                }
+            });
+        }
+        for (i, p) in out.iter().enumerate() {
+            if !p.created {
+                continue;
+            }
+            if let Err(e) = deps.queue.publish(workspace, p.message.id).await {
+                let unqueued: Vec<Uuid> = out[i..]
+                    .iter()
+                    .filter(|p| p.created)
+                    .map(|p| p.message.id)
+                    .collect();
+                let reason = format!("could not be queued: {e}");
+                for id in &unqueued {
+                    let _ = deps.store.complete_message(*id, &queue_failure(&reason)).await;
+                }
+                return Err(Error::Unavailable(format!(
+                    "{} of the batch's messages were stored but could not be queued (marked failed): {e}",
+                    unqueued.len()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of a workspace's messages (optionally of one status), by `sequence_index` (absent
+    /// last), then creation.
+    pub async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        status: Option<MessageStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<MessagePage> {
+        let store = &self.inner.deps.store;
+        if store.get_workspace(workspace).await?.is_none() {
+            return Err(Error::not_found("workspace", workspace));
+        }
+        store.list_messages(workspace, status, limit, offset).await
     }
 
     /// One message.

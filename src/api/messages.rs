@@ -1,7 +1,7 @@
 //! `/message/publish`, `/message/{message_id}`.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::error::ApiError;
 use crate::domain::{
-    Message, MessageRequest, MessageResult, NewMessage, ResponseFormat, WorkspaceId,
+    Message, MessageRequest, MessageResult, MessageStatus, NewMessage, ResponseFormat,
+    WorkspaceId,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -43,23 +44,129 @@ impl TryFrom<PublishRequest> for NewMessage {
         Ok(NewMessage {
             id: r.message_id,
             workspace_id: WorkspaceId::parse(&r.workspace_id)?,
-            request: MessageRequest {
-                prompt: r.prompt,
-                content: r.content,
-                system_prompt: r.system_prompt,
-                model: r.model,
-                sequence_index: r.sequence_index,
-                html_tag: r.html_tag,
-                response_format: r
-                    .response_format
-                    .as_deref()
-                    .map(ResponseFormat::parse)
-                    .transpose()?
-                    .unwrap_or_default(),
-            }
-            .validate()?,
+            request: request_of(
+                r.prompt,
+                r.content,
+                r.system_prompt,
+                r.model,
+                r.sequence_index,
+                r.html_tag,
+                r.response_format,
+            )?,
         })
     }
+}
+
+impl TryFrom<BatchItem> for (Option<Uuid>, MessageRequest) {
+    type Error = Error;
+    fn try_from(r: BatchItem) -> Result<Self> {
+        Ok((
+            r.message_id,
+            request_of(
+                r.prompt,
+                r.content,
+                r.system_prompt,
+                r.model,
+                r.sequence_index,
+                r.html_tag,
+                r.response_format,
+            )?,
+        ))
+    }
+}
+
+/// One message of a batch (the fields of a publish, without `workspace_id`).
+#[derive(Debug, Clone, Object)]
+pub struct BatchItem {
+    /// The instruction.
+    pub prompt: String,
+    /// Text the prompt works on; sent after the prompt and a blank line.
+    pub content: Option<String>,
+    /// Sent as the system message.
+    pub system_prompt: Option<String>,
+    /// Model; defaults to the chosen key's `config.model`.
+    pub model: Option<String>,
+    /// Your position of this message in a document (stored and returned, never sent).
+    pub sequence_index: Option<i64>,
+    /// Your HTML tag for the result (stored and returned, never sent).
+    pub html_tag: Option<String>,
+    /// `"json"` or `"text"` (default).
+    pub response_format: Option<String>,
+    /// Your own id (UUID), for idempotent publishing.
+    pub message_id: Option<Uuid>,
+}
+
+/// `POST /message/publish/batch`.
+#[derive(Debug, Clone, Object)]
+pub struct BatchPublishRequest {
+    /// Target workspace.
+    pub workspace_id: String,
+    /// 1 to 1000 messages (a document published paragraph by paragraph, with `sequence_index`).
+    pub messages: Vec<BatchItem>,
+}
+
+fn request_of(
+    prompt: String,
+    content: Option<String>,
+    system_prompt: Option<String>,
+    model: Option<String>,
+    sequence_index: Option<i64>,
+    html_tag: Option<String>,
+    response_format: Option<String>,
+) -> Result<MessageRequest> {
+    MessageRequest {
+        prompt,
+        content,
+        system_prompt,
+        model,
+        sequence_index,
+        html_tag,
+        response_format: response_format
+            .as_deref()
+            .map(ResponseFormat::parse)
+            .transpose()?
+            .unwrap_or_default(),
+    }
+    .validate()
+}
+
+/// The answer to a batch publish.
+#[derive(Debug, Object)]
+pub struct BatchPublishResponse {
+    /// True.
+    pub success: bool,
+    /// The workspace.
+    pub workspace_id: String,
+    /// Messages in the batch.
+    pub count: u64,
+    /// How many were created (the others already existed under their `message_id`).
+    pub created: u64,
+    /// The ids, in the order of the request.
+    pub message_ids: Vec<Uuid>,
+}
+
+#[derive(ApiResponse)]
+pub enum BatchPublishResult {
+    /// Stored in one transaction and queued.
+    #[oai(status = 201)]
+    Created(Json<BatchPublishResponse>),
+}
+
+/// A page of a workspace's messages.
+#[derive(Debug, Object)]
+pub struct MessageListResponse {
+    /// True.
+    pub success: bool,
+    /// The workspace.
+    pub workspace_id: String,
+    /// Messages matching the filter in all.
+    pub total: u64,
+    /// Page size.
+    pub limit: u32,
+    /// Messages skipped.
+    pub offset: u64,
+    /// The page, by `sequence_index` (absent last), then creation.
+    pub messages: Vec<MessageView>,
 }
 
 /// The answer to a publish.
@@ -126,11 +233,19 @@ impl From<MessageResult> for ResultDto {
     }
 }
 
-/// A message with its status and result.
+/// A message with its status and result (one response).
 #[derive(Debug, Object)]
 pub struct MessageDto {
     /// True.
     pub success: bool,
+    /// The message.
+    #[oai(flatten)]
+    pub message: MessageView,
+}
+
+/// A message with its status and result.
+#[derive(Debug, Object)]
+pub struct MessageView {
     /// Its id.
     pub message_id: Uuid,
     /// Its workspace.
@@ -167,10 +282,9 @@ pub struct MessageDto {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-impl From<Message> for MessageDto {
+impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
         Self {
-            success: true,
             message_id: m.id,
             workspace_id: m.workspace_id.to_string(),
             status: m.status.as_str().into(),
@@ -228,6 +342,81 @@ impl MessagesApi {
     #[oai(path = "/message/:message_id", method = "get")]
     async fn get(&self, message_id: Path<Uuid>) -> Result<Json<MessageDto>, ApiError> {
         let m = self.engine()?.get_message(message_id.0).await?;
-        Ok(Json(MessageDto::from(m)))
+        Ok(Json(MessageDto {
+            success: true,
+            message: MessageView::from(m),
+        }))
+    }
+
+    /// Publish up to 1000 messages to one workspace: all validated first, stored in one
+    /// transaction, then queued; the ids come back in order.
+    #[oai(path = "/message/publish/batch", method = "post")]
+    async fn publish_batch(
+        &self,
+        body: Json<BatchPublishRequest>,
+    ) -> Result<BatchPublishResult, ApiError> {
+        let b = body.0;
+        let ws = WorkspaceId::parse(&b.workspace_id)?;
+        let items = b
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                <(Option<Uuid>, MessageRequest)>::try_from(m).map_err(|e| match e {
+                    Error::Validation(msg) => Error::Validation(format!("messages[{i}]: {msg}")),
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let published = self.engine()?.publish_batch(&ws, items).await?;
+        Ok(BatchPublishResult::Created(Json(BatchPublishResponse {
+            success: true,
+            workspace_id: ws.to_string(),
+            count: published.len() as u64,
+            created: published.iter().filter(|p| p.created).count() as u64,
+            message_ids: published.iter().map(|p| p.message.id).collect(),
+        })))
+    }
+
+    /// A workspace's messages, by `sequence_index` then creation, paginated
+    /// (`limit` 1 to 1000, default 100).
+    #[oai(path = "/messages", method = "get")]
+    async fn list(
+        &self,
+        /// The workspace.
+        workspace_id: Query<String>,
+        /// Only messages in this status (`pending`, `processing`, `success`, `failed`).
+        status: Query<Option<String>>,
+        /// Page size (1 to 1000, default 100).
+        limit: Query<Option<i64>>,
+        /// Messages to skip (default 0).
+        offset: Query<Option<i64>>,
+    ) -> Result<Json<MessageListResponse>, ApiError> {
+        let ws = WorkspaceId::parse(&workspace_id.0)?;
+        let status = status.0.as_deref().map(MessageStatus::parse).transpose()?;
+        let limit = match limit.0 {
+            None => 100,
+            Some(l) if (1..=1000).contains(&l) => l as u32,
+            Some(_) => {
+                return Err(Error::Validation("limit must be between 1 and 1000".into()).into());
+            }
+        };
+        let offset = match offset.0 {
+            None => 0,
+            Some(o) if o >= 0 => o as u64,
+            Some(_) => return Err(Error::Validation("offset must be >= 0".into()).into()),
+        };
+        let page = self
+            .engine()?
+            .list_messages(&ws, status, limit, offset)
+            .await?;
+        Ok(Json(MessageListResponse {
+            success: true,
+            workspace_id: ws.to_string(),
+            total: page.total,
+            limit,
+            offset,
+            messages: page.messages.into_iter().map(MessageView::from).collect(),
+        }))
     }
 }
