@@ -104,7 +104,7 @@ struct Entry {
     at: Instant,
     /// Reserved (or, after reconciliation, reported) tokens.
     tokens: u64,
-    /// Sequential id; ids increase along the log, which keeps it searchable by id.
+    /// Sequential id (the log is sorted by `at`; `mark_sent` may reorder ids).
     id: u64,
 }
 
@@ -220,9 +220,8 @@ impl Limiter {
     /// (the window may then exceed the token limit, which only delays later requests). Unknown or
     /// already pruned ids are ignored.
     pub fn reconcile(&mut self, grant: GrantId, actual_tokens: u64) {
-        let index = self.log.partition_point(|entry| entry.id < grant.0);
-        if let Some(entry) = self.log.get_mut(index)
-            && entry.id == grant.0
+        if let Some(index) = self.index_of(grant)
+            && let Some(entry) = self.log.get_mut(index)
         {
             self.tokens = self
                 .tokens
@@ -230,6 +229,32 @@ impl Limiter {
                 .saturating_add(u128::from(actual_tokens));
             entry.tokens = actual_tokens;
         }
+    }
+
+    /// The request of `grant` actually went out at `at` (a grant is recorded when it is given;
+    /// the worker reports when it really sent the request). The entry moves to `at` when that is
+    /// later, so the window is measured on send times: a request that left late keeps counting
+    /// until `at + period`, never just `grant + period`. Unknown or pruned ids are ignored.
+    pub fn mark_sent(&mut self, grant: GrantId, at: Instant) {
+        let Some(mut i) = self.index_of(grant) else {
+            return;
+        };
+        if self.log[i].at >= at {
+            return;
+        }
+        self.log[i].at = at;
+        // Keep the log sorted by instant: move the entry past the ones granted before `at`.
+        while i + 1 < self.log.len() && self.log[i + 1].at < at {
+            self.log.swap(i, i + 1);
+            i += 1;
+        }
+        self.horizon = Some(self.horizon.map_or(at, |h| h.max(at)));
+    }
+
+    /// Position of a grant in the log (searched from the newest end: callers ask about recent
+    /// grants).
+    fn index_of(&self, grant: GrantId) -> Option<usize> {
+        self.log.iter().rposition(|entry| entry.id == grant.0)
     }
 
     /// Cool-down (provider 429 / `Retry-After`): no grant before `until` (a grant at `until` is
@@ -1127,5 +1152,25 @@ mod tests {
         assert_eq!(l.in_window(t0), 2);
         assert_eq!(l.try_acquire(t0, 0), Err(t0 + Duration::from_millis(400)));
         assert!(l.try_acquire(t0 + Duration::from_millis(400), 0).is_ok());
+    }
+
+    #[test]
+    fn a_request_sent_late_counts_from_when_it_was_sent() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let p = Duration::from_secs(1);
+        let mut l = Limiter::new(Limits::new(2, p, None));
+        let a = l.try_acquire(t0, 0).unwrap();
+        let _b = l.try_acquire(t0 + Duration::from_millis(10), 0).unwrap();
+        // `a` only left 50 ms after its grant: the window frees 1 s after that, not after t0.
+        l.mark_sent(a, t0 + Duration::from_millis(50));
+        assert_eq!(l.earliest(t0 + p, 0), t0 + Duration::from_millis(1010));
+        assert!(l.try_acquire(t0 + Duration::from_millis(1010), 0).is_ok());
+        assert_eq!(
+            l.try_acquire(t0 + Duration::from_millis(1011), 0),
+            Err(t0 + Duration::from_millis(1050))
+        );
+        // Reconcile still finds a grant that moved.
+        l.reconcile(a, 7);
+        assert_eq!(l.tokens_in_window(t0 + Duration::from_millis(1040)), 7);
     }
 }
