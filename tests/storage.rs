@@ -150,6 +150,14 @@ macro_rules! storage_tests {
                 json_results_round_trip,
                 timestamps_round_trip,
                 unfinished_messages_are_oldest_first_and_not_final,
+                batch_insert_is_one_idempotent_transaction,
+                batch_insert_returns_existing_for_known_ids_in_order,
+                batch_completion_writes_each_once,
+                messages_are_listed_in_document_order_and_paginated,
+                listing_filters_by_status_and_counts_all,
+                grants_are_recorded_and_read_back_per_workspace,
+                old_grants_are_pruned_by_their_key_period,
+                grants_go_with_their_key,
             );
 
             #[tokio::test]
@@ -288,6 +296,14 @@ async fn postgres_refuses_nul_in_input_and_cleans_it_from_results() {
     bad.request.prompt = "a\0b".into();
     let err = s.insert_message(&bad).await.unwrap_err();
     assert!(matches!(err, Error::Validation(_)), "got {err:?}");
+    // In a batch, it refuses the whole batch.
+    let fine = message("w", at(0, 0));
+    let err = s
+        .insert_messages(&[fine.clone(), bad.clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Validation(_)), "got {err:?}");
+    assert_eq!(s.get_message(fine.id).await.unwrap(), None);
 
     let mut k = key("w", at(0, 0));
     k.config.model = "m\0".into();
@@ -321,5 +337,15 @@ async fn postgres_refuses_nul_in_input_and_cleans_it_from_results() {
         Some(serde_json::json!({"k\u{FFFD}": ["v\u{FFFD}"]}))
     );
     assert_eq!(got.error.as_deref(), Some("e\u{FFFD}"));
+
+    // Also in a batch.
+    let m2 = message("w", at(2, 0));
+    s.insert_message(&m2).await.unwrap();
+    assert_eq!(
+        s.complete_messages(&[(m2.id, done)]).await.unwrap(),
+        vec![true]
+    );
+    let got = s.get_message(m2.id).await.unwrap().unwrap();
+    assert_eq!(got.result.unwrap().text, "x\u{FFFD}y");
     db.finish().await;
 }

@@ -53,6 +53,14 @@ pub fn key(ws: &str, created_at: DateTime<Utc>) -> ProviderKey {
     }
 }
 
+/// A key of workspace `ws` allowing 10 requests per `period_secs` seconds.
+pub fn key_per(ws: &str, period_secs: i64, created_at: DateTime<Utc>) -> ProviderKey {
+    ProviderKey {
+        rate_limit: RateLimit::new(10, RatePeriod::from_seconds(period_secs).unwrap()).unwrap(),
+        ..key(ws, created_at)
+    }
+}
+
 /// A pending message of workspace `ws` with every request field set.
 pub fn message(ws: &str, created_at: DateTime<Utc>) -> Message {
     Message {
@@ -89,7 +97,19 @@ pub fn bare_message(ws: &str, created_at: DateTime<Utc>) -> Message {
     }
 }
 
-fn us(t: DateTime<Utc>) -> DateTime<Utc> {
+/// A pending message of workspace `ws` at position `sequence_index` of its document.
+pub fn message_at_index(
+    ws: &str,
+    created_at: DateTime<Utc>,
+    sequence_index: Option<i64>,
+) -> Message {
+    let mut m = bare_message(ws, created_at);
+    m.request.sequence_index = sequence_index;
+    m
+}
+
+/// The instant truncated to microseconds (the precision every backend keeps).
+pub fn us(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 

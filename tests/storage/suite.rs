@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use ai_rate_limiter::Error;
 use ai_rate_limiter::domain::{
-    ApiKey, KeyConfig, MessageResult, MessageStatus, ProviderKind, RateLimit, RatePeriod, Usage,
+    ApiKey, KeyConfig, Message, MessageResult, MessageStatus, ProviderKind, RateLimit, RatePeriod,
+    Usage,
 };
-use ai_rate_limiter::store::{Completion, Inserted, Store};
+use ai_rate_limiter::store::{Completion, Inserted, MessagePage, Store};
 
 use super::fixtures::*;
 
@@ -683,4 +685,667 @@ pub async fn unfinished_messages_are_oldest_first_and_not_final(store: S) {
             (wid("a"), pending_late.id),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches and listing of messages
+// ---------------------------------------------------------------------------------------------
+
+/// The message an insert reported as already stored, at microsecond precision.
+fn existing(inserted: &Inserted) -> Message {
+    match inserted {
+        Inserted::Existing(m) => msg_us((**m).clone()),
+        Inserted::New => panic!("expected Existing, got New"),
+    }
+}
+
+/// The stored state of a message, at microsecond precision.
+async fn stored(store: &S, id: Uuid) -> Message {
+    msg_us(
+        store
+            .get_message(id)
+            .await
+            .unwrap()
+            .expect("message is stored"),
+    )
+}
+
+/// The stored states of messages, in order.
+async fn stored_all(store: &S, msgs: &[Message]) -> Vec<Message> {
+    let mut out = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        out.push(stored(store, m.id).await);
+    }
+    out
+}
+
+/// One page of `ws`'s messages at microsecond precision, and the total.
+async fn page(
+    store: &S,
+    ws: &str,
+    status: Option<MessageStatus>,
+    limit: u32,
+    offset: u64,
+) -> (Vec<Message>, u64) {
+    let MessagePage { messages, total } = store
+        .list_messages(&wid(ws), status, limit, offset)
+        .await
+        .unwrap();
+    (messages.into_iter().map(msg_us).collect(), total)
+}
+
+pub async fn batch_insert_is_one_idempotent_transaction(store: S) {
+    store
+        .create_workspace(&workspace("w", at(0, 0)), &[])
+        .await
+        .unwrap();
+    let first = message("w", at(1, 0));
+    let orphan = message("missing", at(2, 0));
+    let last = bare_message("w", at(3, 0));
+
+    // One message of a missing workspace fails the whole batch: the others are not written.
+    let batch = [first.clone(), orphan.clone(), last.clone()];
+    assert!(store.insert_messages(&batch).await.is_err());
+    for m in &batch {
+        assert_eq!(store.get_message(m.id).await.unwrap(), None);
+    }
+    assert!(store.unfinished_messages().await.unwrap().is_empty());
+    assert_eq!(page(&store, "w", None, 10, 0).await, (vec![], 0));
+    // Also when it comes first.
+    assert!(
+        store
+            .insert_messages(&[orphan, first.clone()])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_message(first.id).await.unwrap(), None);
+
+    // Without it, the batch is written in full, each message as given.
+    let inserted = store
+        .insert_messages(&[first.clone(), last.clone()])
+        .await
+        .unwrap();
+    assert_eq!(inserted.len(), 2);
+    assert!(inserted.iter().all(|i| matches!(i, Inserted::New)));
+    for m in [&first, &last] {
+        assert_eq!(stored(&store, m.id).await, msg_us(m.clone()));
+    }
+
+    // The batch published again (a retry, whatever it holds now) writes nothing and returns
+    // what is stored.
+    let mut retried = [bare_message("w", at(9, 0)), message("w", at(9, 0))];
+    retried[0].id = first.id;
+    retried[1].id = last.id;
+    let again = store.insert_messages(&retried).await.unwrap();
+    assert_eq!(
+        again.iter().map(existing).collect::<Vec<_>>(),
+        vec![msg_us(first.clone()), msg_us(last.clone())]
+    );
+    assert_eq!(
+        store.unfinished_messages().await.unwrap(),
+        vec![(wid("w"), first.id), (wid("w"), last.id)]
+    );
+
+    // An empty batch is no error.
+    assert!(store.insert_messages(&[]).await.unwrap().is_empty());
+}
+
+pub async fn batch_insert_returns_existing_for_known_ids_in_order(store: S) {
+    for w in ["a", "b"] {
+        store
+            .create_workspace(&workspace(w, at(0, 0)), &[])
+            .await
+            .unwrap();
+    }
+    let known = message("a", at(1, 0));
+    let elsewhere = message("b", at(1, 500_000));
+    store.insert_message(&known).await.unwrap();
+    store.insert_message(&elsewhere).await.unwrap();
+    store.mark_processing(known.id, at(2, 0)).await.unwrap();
+
+    let new1 = message("a", at(3, 0));
+    let new2 = bare_message("a", at(3, 500_000));
+    let mut known_again = bare_message("a", at(4, 0));
+    known_again.id = known.id;
+    let mut stolen = bare_message("a", at(4, 0));
+    stolen.id = elsewhere.id;
+    // The same id twice in one batch: the first one wins.
+    let mut repeated = message("a", at(5, 0));
+    repeated.id = new1.id;
+    repeated.request.prompt = "changed".into();
+
+    let got = store
+        .insert_messages(&[new1.clone(), known_again, new2.clone(), stolen, repeated])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(matches!(got[0], Inserted::New));
+    // A known message is returned in its current state.
+    let known_now = Message {
+        status: MessageStatus::Processing,
+        started_at: Some(at(2, 0)),
+        ..known.clone()
+    };
+    assert_eq!(existing(&got[1]), msg_us(known_now.clone()));
+    assert!(matches!(got[2], Inserted::New));
+    // One of another workspace as it is; the engine turns the mismatch into a conflict.
+    assert_eq!(existing(&got[3]), msg_us(elsewhere.clone()));
+    assert_eq!(existing(&got[4]), msg_us(new1.clone()));
+
+    // Stored: the first version of every id, nothing else.
+    for m in [&known_now, &elsewhere, &new1, &new2] {
+        assert_eq!(stored(&store, m.id).await, msg_us(m.clone()));
+    }
+    assert_eq!(
+        store.unfinished_messages().await.unwrap(),
+        vec![
+            (wid("a"), known.id),
+            (wid("b"), elsewhere.id),
+            (wid("a"), new1.id),
+            (wid("a"), new2.id),
+        ]
+    );
+}
+
+pub async fn batch_completion_writes_each_once(store: S) {
+    let k = key("w", at(0, 0));
+    store
+        .create_workspace(&workspace("w", at(0, 0)), std::slice::from_ref(&k))
+        .await
+        .unwrap();
+    let pending = message("w", at(1, 0));
+    let processing = message("w", at(2, 0));
+    let finished = bare_message("w", at(3, 0));
+    for m in [&pending, &processing, &finished] {
+        store.insert_message(m).await.unwrap();
+    }
+    store
+        .mark_processing(processing.id, at(4, 0))
+        .await
+        .unwrap();
+    let first = success(5, Some(k.id));
+    assert!(store.complete_message(finished.id, &first).await.unwrap());
+
+    let ok = success(6, Some(k.id));
+    let failed = Completion {
+        status: MessageStatus::Failed,
+        result: None,
+        error: Some("rate limited for good".into()),
+        attempts: 3,
+        key_id: Some(k.id),
+        completed_at: at(7, 0),
+    };
+    let late = Completion {
+        status: MessageStatus::Failed,
+        result: None,
+        error: Some("too late".into()),
+        attempts: 9,
+        key_id: None,
+        completed_at: at(50, 0),
+    };
+    let written = store
+        .complete_messages(&[
+            (pending.id, ok.clone()),
+            (processing.id, failed.clone()),
+            // Already final before the batch.
+            (finished.id, late.clone()),
+            (Uuid::new_v4(), late.clone()),
+            // Completed earlier in the same batch.
+            (pending.id, late.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![true, true, false, false, false]);
+
+    let expected = [
+        Message {
+            status: MessageStatus::Success,
+            result: ok.result.clone(),
+            error: None,
+            attempts: ok.attempts,
+            key_id: Some(k.id),
+            completed_at: Some(ok.completed_at),
+            ..pending.clone()
+        },
+        Message {
+            status: MessageStatus::Failed,
+            result: None,
+            error: failed.error.clone(),
+            attempts: 3,
+            key_id: Some(k.id),
+            started_at: Some(at(4, 0)),
+            completed_at: Some(at(7, 0)),
+            ..processing.clone()
+        },
+        Message {
+            status: MessageStatus::Success,
+            result: first.result.clone(),
+            error: None,
+            attempts: first.attempts,
+            key_id: Some(k.id),
+            completed_at: Some(first.completed_at),
+            ..finished.clone()
+        },
+    ];
+    for m in &expected {
+        assert_eq!(stored(&store, m.id).await, msg_us(m.clone()));
+    }
+    assert!(store.unfinished_messages().await.unwrap().is_empty());
+
+    // The batch delivered again: nothing is overwritten.
+    let again = store
+        .complete_messages(&[(pending.id, late.clone()), (processing.id, late)])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![false, false]);
+    for m in &expected {
+        assert_eq!(stored(&store, m.id).await, msg_us(m.clone()));
+    }
+    assert!(store.complete_messages(&[]).await.unwrap().is_empty());
+}
+
+pub async fn messages_are_listed_in_document_order_and_paginated(store: S) {
+    for w in ["doc", "other"] {
+        store
+            .create_workspace(&workspace(w, at(0, 0)), &[])
+            .await
+            .unwrap();
+    }
+    // By sequence index (negative first, absent last), then creation time (whatever the
+    // sub-second digits), then id.
+    let tie_a = message_at_index("doc", at(5, 0), Some(3));
+    let tie_b = message_at_index("doc", at(5, 0), Some(3));
+    let (tie_1, tie_2) = if tie_a.id < tie_b.id {
+        (tie_a, tie_b)
+    } else {
+        (tie_b, tie_a)
+    };
+    let expected = vec![
+        message_at_index("doc", at(9, 0), Some(-5)),
+        message_at_index("doc", at(8, 0), Some(0)),
+        message_at_index("doc", at(1, 0), Some(2)),
+        message_at_index("doc", at(1, 123_456_000), Some(2)),
+        message_at_index("doc", at(1, 500_000_000), Some(2)),
+        tie_1,
+        tie_2,
+        message_at_index("doc", at(0, 0), Some(i64::MAX)),
+        message_at_index("doc", at(-100, 0), None),
+        message_at_index("doc", at(20, 0), None),
+    ];
+    let elsewhere = message_at_index("other", at(0, 0), Some(-100));
+    // Stored in another order.
+    for i in [3, 9, 0, 6, 2, 8, 5, 1, 7, 4] {
+        store.insert_message(&expected[i]).await.unwrap();
+    }
+    store.insert_message(&elsewhere).await.unwrap();
+    let expected: Vec<Message> = expected.into_iter().map(msg_us).collect();
+    let n = expected.len() as u64;
+
+    assert_eq!(
+        page(&store, "doc", None, 100, 0).await,
+        (expected.clone(), n)
+    );
+
+    // Pages of any size add up to the whole list; each counts all messages.
+    for limit in [1u32, 3, 4, 10] {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        while offset < n {
+            let (messages, total) = page(&store, "doc", None, limit, offset).await;
+            assert_eq!(total, n);
+            assert_eq!(
+                messages.len() as u64,
+                u64::from(limit).min(n - offset),
+                "limit {limit} offset {offset}"
+            );
+            all.extend(messages);
+            offset += u64::from(limit);
+        }
+        assert_eq!(all, expected, "pages of {limit}");
+    }
+    assert_eq!(
+        page(&store, "doc", None, 3, 8).await,
+        (expected[8..].to_vec(), n)
+    );
+    for past_the_end in [n, 1_000, u64::MAX] {
+        assert_eq!(
+            page(&store, "doc", None, 5, past_the_end).await,
+            (vec![], n)
+        );
+    }
+
+    // Only the workspace's own messages.
+    assert_eq!(
+        page(&store, "other", None, 100, 0).await,
+        (vec![msg_us(elsewhere)], 1)
+    );
+    assert_eq!(page(&store, "nobody", None, 100, 0).await, (vec![], 0));
+}
+
+pub async fn listing_filters_by_status_and_counts_all(store: S) {
+    use MessageStatus::{Failed, Pending, Processing, Success};
+    for w in ["w", "other"] {
+        store
+            .create_workspace(&workspace(w, at(0, 0)), &[])
+            .await
+            .unwrap();
+    }
+    let batch = |from: i64, count: i64| -> Vec<Message> {
+        (from..from + count)
+            .map(|i| message_at_index("w", at(i, 0), Some(i)))
+            .collect()
+    };
+    let pending = batch(0, 3);
+    let processing = batch(10, 2);
+    let succeeded = batch(20, 2);
+    let failed = batch(30, 1);
+    let other_pending = message_at_index("other", at(0, 0), Some(0));
+    let other_done = message_at_index("other", at(1, 0), Some(1));
+    for m in pending
+        .iter()
+        .chain(&processing)
+        .chain(&succeeded)
+        .chain(&failed)
+        .chain([&other_pending, &other_done])
+    {
+        store.insert_message(m).await.unwrap();
+    }
+    for m in &processing {
+        store.mark_processing(m.id, at(40, 0)).await.unwrap();
+    }
+    for m in succeeded.iter().chain([&other_done]) {
+        store
+            .complete_message(m.id, &success(41, None))
+            .await
+            .unwrap();
+    }
+    let mut fail = success(42, None);
+    fail.status = MessageStatus::Failed;
+    fail.result = None;
+    fail.error = Some("no".into());
+    store.complete_message(failed[0].id, &fail).await.unwrap();
+
+    // The listed messages are the stored ones, whole.
+    let pending = stored_all(&store, &pending).await;
+    let processing = stored_all(&store, &processing).await;
+    let succeeded = stored_all(&store, &succeeded).await;
+    let failed = stored_all(&store, &failed).await;
+    assert!(
+        processing
+            .iter()
+            .all(|m| m.status == MessageStatus::Processing && m.started_at == Some(at(40, 0)))
+    );
+    assert!(succeeded.iter().all(|m| m.status == MessageStatus::Success));
+    assert_eq!(failed[0].status, MessageStatus::Failed);
+
+    assert_eq!(
+        page(&store, "w", Some(Pending), 10, 0).await,
+        (pending.clone(), 3)
+    );
+    assert_eq!(
+        page(&store, "w", Some(Processing), 10, 0).await,
+        (processing.clone(), 2)
+    );
+    assert_eq!(
+        page(&store, "w", Some(Success), 10, 0).await,
+        (succeeded.clone(), 2)
+    );
+    assert_eq!(
+        page(&store, "w", Some(Failed), 10, 0).await,
+        (failed.clone(), 1)
+    );
+    let everything: Vec<Message> = [&pending, &processing, &succeeded, &failed]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(page(&store, "w", None, 10, 0).await, (everything, 8));
+
+    // The total counts every match, not the page.
+    assert_eq!(
+        page(&store, "w", Some(Pending), 2, 0).await,
+        (pending[..2].to_vec(), 3)
+    );
+    assert_eq!(
+        page(&store, "w", Some(Pending), 2, 2).await,
+        (pending[2..].to_vec(), 3)
+    );
+    assert_eq!(page(&store, "w", Some(Pending), 2, 3).await, (vec![], 3));
+    assert_eq!(
+        page(&store, "w", Some(Success), 1, 1).await,
+        (succeeded[1..].to_vec(), 2)
+    );
+    assert_eq!(page(&store, "w", None, 3, 6).await.1, 8);
+
+    // Per workspace.
+    assert_eq!(
+        page(&store, "other", Some(Success), 10, 0).await,
+        (vec![stored(&store, other_done.id).await], 1)
+    );
+    assert_eq!(
+        page(&store, "other", Some(Pending), 10, 0).await,
+        (vec![msg_us(other_pending)], 1)
+    );
+    assert_eq!(
+        page(&store, "other", Some(Failed), 10, 0).await,
+        (vec![], 0)
+    );
+    assert_eq!(
+        page(&store, "nobody", Some(Pending), 10, 0).await,
+        (vec![], 0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key grants
+// ---------------------------------------------------------------------------------------------
+
+/// The grants of `ws`'s keys since `since`, as read back.
+async fn grants(store: &S, ws: &str, since: DateTime<Utc>) -> Vec<(Uuid, DateTime<Utc>)> {
+    store.recent_grants(&wid(ws), since).await.unwrap()
+}
+
+pub async fn grants_are_recorded_and_read_back_per_workspace(store: S) {
+    let k1 = key("a", at(0, 0));
+    let k2 = key("a", at(0, 0));
+    let k3 = key("b", at(0, 0));
+    store
+        .create_workspace(&workspace("a", at(0, 0)), &[k1.clone(), k2.clone()])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&workspace("b", at(0, 0)), std::slice::from_ref(&k3))
+        .await
+        .unwrap();
+    assert!(grants(&store, "a", at(-1_000, 0)).await.is_empty());
+    store.record_grants(&[]).await.unwrap();
+
+    let long_ago = at(-86_400 * 365 * 60, 999_999_999); // before 1970
+    store
+        .record_grants(&[
+            (k1.id, at(3, 0)),
+            (k3.id, at(2, 0)),
+            (k2.id, at(1, 0)),
+            (k1.id, at(1, 1_000)),
+            (k3.id, long_ago),
+        ])
+        .await
+        .unwrap();
+    // Another batch; two requests at the same instant are two grants.
+    store
+        .record_grants(&[
+            (k2.id, at(4, 0)),
+            (k2.id, at(4, 0)),
+            (k1.id, at(5, 123_456_789)),
+        ])
+        .await
+        .unwrap();
+
+    // Oldest first, at microsecond precision.
+    assert_eq!(
+        grants(&store, "a", at(-1_000, 0)).await,
+        vec![
+            (k2.id, at(1, 0)),
+            (k1.id, at(1, 1_000)),
+            (k1.id, at(3, 0)),
+            (k2.id, at(4, 0)),
+            (k2.id, at(4, 0)),
+            (k1.id, at(5, 123_456_000)),
+        ]
+    );
+    // Only those since `since`, which counts itself.
+    assert_eq!(
+        grants(&store, "a", at(3, 0)).await,
+        vec![
+            (k1.id, at(3, 0)),
+            (k2.id, at(4, 0)),
+            (k2.id, at(4, 0)),
+            (k1.id, at(5, 123_456_000)),
+        ]
+    );
+    assert_eq!(
+        grants(&store, "a", at(3, 1_000)).await,
+        vec![
+            (k2.id, at(4, 0)),
+            (k2.id, at(4, 0)),
+            (k1.id, at(5, 123_456_000))
+        ]
+    );
+    assert!(grants(&store, "a", at(6, 0)).await.is_empty());
+
+    // Per workspace.
+    assert_eq!(
+        grants(&store, "b", at(-86_400 * 365 * 100, 0)).await,
+        vec![(k3.id, us(long_ago)), (k3.id, at(2, 0))]
+    );
+    assert_eq!(grants(&store, "b", at(0, 0)).await, vec![(k3.id, at(2, 0))]);
+    assert!(grants(&store, "nobody", at(-1_000, 0)).await.is_empty());
+
+    // A batch naming an unknown key is refused as a whole.
+    assert!(
+        store
+            .record_grants(&[(k1.id, at(7, 0)), (Uuid::new_v4(), at(7, 0))])
+            .await
+            .is_err()
+    );
+    assert!(grants(&store, "a", at(6, 0)).await.is_empty());
+}
+
+pub async fn old_grants_are_pruned_by_their_key_period(store: S) {
+    let minute = key_per("w", 60, at(0, 0));
+    let hour = key_per("w", 3_600, at(0, 0));
+    let day = key_per("v", 86_400, at(0, 0));
+    store
+        .create_workspace(&workspace("w", at(0, 0)), &[minute.clone(), hour.clone()])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&workspace("v", at(0, 0)), std::slice::from_ref(&day))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_grants(at(0, 0)).await.unwrap(), 0);
+
+    let now = at(100_000, 0);
+    let ago = |secs: i64, micros: i64| {
+        now - chrono::Duration::seconds(secs) - chrono::Duration::microseconds(micros)
+    };
+    let future = now + chrono::Duration::seconds(1);
+    store
+        .record_grants(&[
+            (minute.id, ago(61, 0)),  // gone
+            (minute.id, ago(60, 1)),  // gone: a microsecond older than the period
+            (minute.id, ago(60, 0)),  // kept: exactly the period ago
+            (minute.id, ago(1, 0)),   // kept
+            (hour.id, ago(3_601, 0)), // gone
+            (hour.id, ago(61, 0)),    // kept: older than a minute, within the hour
+            (day.id, ago(86_401, 0)), // gone
+            (day.id, ago(3_601, 0)),  // kept
+            (day.id, future),         // kept
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.prune_grants(now).await.unwrap(), 4);
+    let since = at(-1_000_000, 0);
+    assert_eq!(
+        grants(&store, "w", since).await,
+        vec![
+            (hour.id, ago(61, 0)),
+            (minute.id, ago(60, 0)),
+            (minute.id, ago(1, 0)),
+        ]
+    );
+    assert_eq!(
+        grants(&store, "v", since).await,
+        vec![(day.id, ago(3_601, 0)), (day.id, future)]
+    );
+    // Nothing more to prune at the same instant.
+    assert_eq!(store.prune_grants(now).await.unwrap(), 0);
+
+    // A minute later, the minute key's grants are out of its window; the others are not.
+    let later = now + chrono::Duration::seconds(60);
+    assert_eq!(store.prune_grants(later).await.unwrap(), 2);
+    assert_eq!(
+        grants(&store, "w", since).await,
+        vec![(hour.id, ago(61, 0))]
+    );
+
+    // The period that counts is the key's current one.
+    let mut shortened = hour.clone();
+    shortened.rate_limit = RateLimit::new(10, RatePeriod::from_seconds(60).unwrap()).unwrap();
+    shortened.updated_at = later;
+    assert!(store.update_key(&shortened).await.unwrap());
+    assert_eq!(store.prune_grants(later).await.unwrap(), 1);
+    assert!(grants(&store, "w", since).await.is_empty());
+    assert_eq!(grants(&store, "v", since).await.len(), 2);
+}
+
+pub async fn grants_go_with_their_key(store: S) {
+    let gone = key("w", at(0, 0));
+    let kept = key("w", at(0, 0));
+    let other = key("v", at(0, 0));
+    store
+        .create_workspace(&workspace("w", at(0, 0)), &[gone.clone(), kept.clone()])
+        .await
+        .unwrap();
+    store
+        .create_workspace(&workspace("v", at(0, 0)), std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    store
+        .record_grants(&[
+            (gone.id, at(1, 0)),
+            (kept.id, at(2, 0)),
+            (gone.id, at(3, 0)),
+            (other.id, at(4, 0)),
+        ])
+        .await
+        .unwrap();
+
+    assert!(store.delete_key(gone.id).await.unwrap());
+    assert_eq!(
+        grants(&store, "w", at(0, 0)).await,
+        vec![(kept.id, at(2, 0))]
+    );
+    // A key added again under the same id starts with no grants.
+    store.insert_key(&gone).await.unwrap();
+    assert_eq!(
+        grants(&store, "w", at(0, 0)).await,
+        vec![(kept.id, at(2, 0))]
+    );
+
+    // Deleting a workspace deletes its keys' grants.
+    assert!(store.delete_workspace(&wid("v")).await.unwrap());
+    store
+        .create_workspace(&workspace("v", at(5, 0)), std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    assert!(grants(&store, "v", at(0, 0)).await.is_empty());
+
+    // Only the remaining key's grant is left to prune.
+    assert_eq!(store.prune_grants(at(86_400, 0)).await.unwrap(), 1);
+    assert!(grants(&store, "w", at(0, 0)).await.is_empty());
+
+    // A deleted key takes no new grants.
+    assert!(store.delete_key(other.id).await.unwrap());
+    assert!(store.record_grants(&[(other.id, at(6, 0))]).await.is_err());
 }
