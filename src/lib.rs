@@ -16,7 +16,8 @@
 //! - [`domain`]: validated domain types (no transport or storage derives).
 //! - [`store`]: storage traits, one per concern, and their SQLite backend.
 //! - [`queue`]: the queue trait and the in-process queue.
-//! - [`providers`]: the `Provider` trait, `openai` and `mock`.
+//! - [`providers`]: the `Provider` trait; `openai`, `azure`, `anthropic`, `openai_compatible`, `mock`;
+//!   rate-limit header parsing.
 //! - [`api`]: the poem-openapi REST API (DTOs, one error mapping) and the Swagger UI.
 //! - [`server`]: [`server::run`] serves the API on a listener the caller owns until the
 //!   caller's shutdown future completes, which is what makes the engine embeddable.

@@ -169,6 +169,14 @@ async fn call_until_final(
         match result {
             Ok(c) => {
                 attempts += 1;
+                if let Some(d) = c.pause_for {
+                    // Reported before this worker asks for its next permit: the workspace's
+                    // mailbox is FIFO, so that request already sees the key paused.
+                    let _ = workspace.cast(WorkspaceMsg::Outcome {
+                        key_id: key.id,
+                        outcome: KeyOutcome::Exhausted(d),
+                    });
+                }
                 let mut result = MessageResult {
                     json: None,
                     text: c.text,

@@ -47,7 +47,8 @@ pub(crate) enum KeyMsg {
     Enqueue(PermitRequest, RpcReplyPort<Instant>),
     /// The timer fired: grant what the window allows.
     Tick,
-    /// The provider answered 429: pause until `until`, hand back every waiting request.
+    /// The provider answered 429, or said the key's limit is used up: pause until `until`, hand
+    /// back every waiting request.
     Pause(Instant, RpcReplyPort<(Vec<PermitRequest>, Instant)>),
     /// The key was updated (limits, secret, config): apply at once.
     Update(Arc<ProviderKey>, RpcReplyPort<Instant>),
@@ -185,7 +186,7 @@ impl Actor for ProviderKeyActor {
             }
             KeyMsg::Pause(until, reply) => {
                 state.limiter.pause_until(until);
-                tracing::info!(key_id = %state.key.id, pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64, "key cooling down after a provider 429");
+                tracing::info!(key_id = %state.key.id, pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64, "key paused by the provider's rate limit");
                 let handed_back = state.drain();
                 let _ = reply.send((handed_back, state.next_slot(Instant::now())));
             }

@@ -3,7 +3,8 @@
 //! It routes each permit request to the healthy key serving the model that can send soonest
 //! (it keeps, per key, the instant the key said a further request could go; every key message
 //! that changes it replies with the new instant, so the cache is exact). It applies provider
-//! outcomes (429 cool-down, 401/403 unhealthy) and scales workers. It never awaits network I/O:
+//! outcomes (429 cool-down, a limit the provider says is used up, 401/403 unhealthy) and scales
+//! workers. It never awaits network I/O:
 //! its only awaits are replies from its own key actors, which answer in microseconds.
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,9 @@ use crate::domain::{ProviderKey, WorkerInfo, WorkspaceId};
 pub(crate) enum KeyOutcome {
     /// 429: cool the key down (for `retry_after`, or the default cool-down).
     RateLimited(Option<Duration>),
+    /// A success after which the provider said the key's limit is used up: pause the key this
+    /// long (until the provider's reset), so the next request does not earn a 429.
+    Exhausted(Duration),
     /// 401/403: the key is not accepted until it is updated.
     Unauthorized,
 }
@@ -225,22 +229,34 @@ impl WorkspaceState {
         }
     }
 
-    async fn outcome(&mut self, key_id: Uuid, outcome: KeyOutcome) {
+    /// Pauses a key for `d` and re-routes the requests that were waiting on it.
+    async fn pause_key(&mut self, key_id: Uuid, d: Duration) {
         let Some(entry) = self.keys.get_mut(&key_id) else {
             return;
         };
+        let until = Instant::now() + d;
+        if let Ok(ractor::rpc::CallResult::Success((handed_back, next))) =
+            entry.actor.call(|r| KeyMsg::Pause(until, r), None).await
+        {
+            entry.next = next;
+            self.reroute(handed_back).await;
+        }
+    }
+
+    async fn outcome(&mut self, key_id: Uuid, outcome: KeyOutcome) {
         match outcome {
             KeyOutcome::RateLimited(retry_after) => {
-                let until =
-                    Instant::now() + retry_after.unwrap_or(self.deps.retry.default_cooldown);
-                if let Ok(ractor::rpc::CallResult::Success((handed_back, next))) =
-                    entry.actor.call(|r| KeyMsg::Pause(until, r), None).await
-                {
-                    entry.next = next;
-                    self.reroute(handed_back).await;
-                }
+                let d = retry_after.unwrap_or(self.deps.retry.default_cooldown);
+                self.pause_key(key_id, d).await;
+            }
+            KeyOutcome::Exhausted(d) => {
+                tracing::info!(workspace = %self.id, key_id = %key_id, pause_ms = d.as_millis() as u64, "provider reports the key's limit used up; pausing it until the reset");
+                self.pause_key(key_id, d).await;
             }
             KeyOutcome::Unauthorized => {
+                let Some(entry) = self.keys.get_mut(&key_id) else {
+                    return;
+                };
                 if !entry.key.healthy {
                     return;
                 }

@@ -21,10 +21,15 @@ use crate::error::Error;
 pub struct KeyConfigDto {
     /// The model this key serves, and the default model of its messages (e.g. `gpt-4`).
     pub model: String,
-    /// The provider's base URL (e.g. `https://api.openai.com/v1`); lets self-hosted servers and tests point elsewhere.
+    /// The provider's base URL (e.g. `https://api.openai.com/v1`, `https://RESOURCE.openai.azure.com`,
+    /// `https://api.anthropic.com`); required for `azure` and `openai_compatible`; lets self-hosted
+    /// servers and tests point elsewhere.
     pub endpoint: Option<String>,
-    /// API version (Azure).
+    /// API version: Azure's `api-version` (required for `azure`), Anthropic's `anthropic-version`
+    /// header (default `2023-06-01`).
     pub api_version: Option<String>,
+    /// Azure deployment name (default: `model`).
+    pub deployment: Option<String>,
     /// Sampling temperature (0 to 2).
     pub temperature: Option<f64>,
     /// Maximum tokens to generate.
@@ -49,6 +54,7 @@ impl TryFrom<KeyConfigDto> for KeyConfig {
             model: d.model,
             endpoint: d.endpoint,
             api_version: d.api_version,
+            deployment: d.deployment,
             temperature: d.temperature,
             max_tokens,
             timeout_s: d.timeout_s,
@@ -63,6 +69,7 @@ impl From<&KeyConfig> for KeyConfigDto {
             model: c.model.clone(),
             endpoint: c.endpoint.clone(),
             api_version: c.api_version.clone(),
+            deployment: c.deployment.clone(),
             temperature: c.temperature,
             max_tokens: c.max_tokens.map(i64::from),
             timeout_s: c.timeout_s,
@@ -93,7 +100,8 @@ pub(super) fn parse_period(v: &serde_json::Value) -> Result<RatePeriod, Error> {
 /// A provider key to create (in `providers` of a registration).
 #[derive(Debug, Clone, Object)]
 pub struct ProviderInput {
-    /// Provider: `openai` or `mock`.
+    /// Provider: `openai`, `azure` (alias `azure_openai`), `anthropic`, `openai_compatible`
+    /// (alias `novita`) or `mock`.
     pub name: String,
     /// The provider API key (never returned; shown masked).
     pub api_key: String,
@@ -108,12 +116,13 @@ pub struct ProviderInput {
 impl TryFrom<ProviderInput> for NewProviderKey {
     type Error = Error;
     fn try_from(d: ProviderInput) -> Result<Self, Error> {
-        Ok(NewProviderKey {
+        NewProviderKey {
             provider: ProviderKind::parse(&d.name)?,
             api_key: ApiKey::parse(&d.api_key)?,
             rate_limit: RateLimit::new(d.rate_limit, parse_period(&d.rate_limit_period)?)?,
             config: d.config.try_into()?,
-        })
+        }
+        .validate()
     }
 }
 
@@ -124,7 +133,7 @@ pub struct KeyDto {
     pub key_id: Uuid,
     /// Owning workspace.
     pub workspace_id: String,
-    /// Provider name.
+    /// Provider name (canonical: `openai`, `azure`, `anthropic`, `openai_compatible` or `mock`).
     pub name: String,
     /// The secret, masked: `****` and at most its last 4 characters.
     pub api_key: String,
@@ -164,7 +173,8 @@ impl From<&ProviderKey> for KeyDto {
 pub struct AddKeyRequest {
     /// The workspace to add the key to.
     pub workspace_id: String,
-    /// Provider: `openai` or `mock`.
+    /// Provider: `openai`, `azure` (alias `azure_openai`), `anthropic`, `openai_compatible`
+    /// (alias `novita`) or `mock`.
     pub name: String,
     /// The provider API key.
     pub api_key: String,
@@ -179,7 +189,7 @@ pub struct AddKeyRequest {
 /// `PUT /provider-key/update/{key_id}`: every field optional; absent fields stay.
 #[derive(Debug, Clone, Object)]
 pub struct UpdateKeyRequest {
-    /// New provider name.
+    /// New provider name (`openai`, `azure`, `anthropic`, `openai_compatible`, `mock`, or an alias).
     pub name: Option<String>,
     /// New secret.
     pub api_key: Option<String>,

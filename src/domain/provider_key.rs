@@ -13,18 +13,37 @@ use crate::error::{Error, Result};
 pub enum ProviderKind {
     /// The OpenAI chat-completions API.
     OpenAi,
+    /// Azure OpenAI: a deployment of a resource (`endpoint`, `api_version` required).
+    Azure,
+    /// The Anthropic Messages API.
+    Anthropic,
+    /// Any server speaking the OpenAI chat-completions API (vLLM, Ollama, Novita...; `endpoint`
+    /// required).
+    OpenAiCompatible,
     /// A built-in provider that needs no network and echoes the prompt (demos and tests).
     Mock,
 }
 
 impl ProviderKind {
-    /// Every provider name accepted at registration.
-    pub const NAMES: &'static [&'static str] = &["openai", "mock"];
+    /// Every provider name accepted at registration (aliases included).
+    pub const NAMES: &'static [&'static str] = &[
+        "openai",
+        "azure",
+        "azure_openai",
+        "anthropic",
+        "openai_compatible",
+        "novita",
+        "mock",
+    ];
 
-    /// Parses a provider name (case-insensitive).
+    /// Parses a provider name (case-insensitive); an alias maps to its canonical kind
+    /// (`azure_openai` is `azure`, `novita` is `openai_compatible`).
     pub fn parse(name: &str) -> Result<Self> {
         match name.trim().to_ascii_lowercase().as_str() {
             "openai" => Ok(Self::OpenAi),
+            "azure" | "azure_openai" => Ok(Self::Azure),
+            "anthropic" => Ok(Self::Anthropic),
+            "openai_compatible" | "novita" => Ok(Self::OpenAiCompatible),
             "mock" => Ok(Self::Mock),
             _ => Err(Error::Validation(format!(
                 "unknown provider '{name}'; expected one of: {}",
@@ -37,8 +56,48 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
+            Self::OpenAiCompatible => "openai_compatible",
             Self::Mock => "mock",
         }
+    }
+
+    /// Checks what this provider needs of a (valid) config: Azure needs `endpoint` and
+    /// `api_version`, an OpenAI-compatible server needs `endpoint`, Anthropic takes a
+    /// temperature of at most 1.
+    pub fn check_config(self, config: &KeyConfig) -> Result<()> {
+        let name = self.as_str();
+        let missing = |field: &str| {
+            Err(Error::Validation(format!(
+                "config.{field} is required for provider '{name}'"
+            )))
+        };
+        match self {
+            Self::Azure => {
+                if config.endpoint.is_none() {
+                    return missing("endpoint");
+                }
+                if config.api_version.is_none() {
+                    return missing("api_version");
+                }
+            }
+            Self::OpenAiCompatible => {
+                if config.endpoint.is_none() {
+                    return missing("endpoint");
+                }
+            }
+            Self::Anthropic => {
+                if config.temperature.is_some_and(|t| t > 1.0) {
+                    return Err(Error::Validation(
+                        "config.temperature must be between 0 and 1 for provider 'anthropic'"
+                            .into(),
+                    ));
+                }
+            }
+            Self::OpenAi | Self::Mock => {}
+        }
+        Ok(())
     }
 }
 
@@ -158,8 +217,10 @@ pub struct KeyConfig {
     pub model: String,
     /// The provider's base URL, e.g. `https://api.openai.com/v1`.
     pub endpoint: Option<String>,
-    /// API version (Azure).
+    /// API version: Azure's `api-version` query parameter, Anthropic's `anthropic-version` header.
     pub api_version: Option<String>,
+    /// Azure deployment name (defaults to `model`).
+    pub deployment: Option<String>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Maximum tokens to generate.
@@ -184,6 +245,16 @@ impl KeyConfig {
             if !ok {
                 return Err(Error::Validation(format!(
                     "config.endpoint '{ep}' is not an http(s) URL"
+                )));
+            }
+        }
+        for (field, value) in [
+            ("api_version", &self.api_version),
+            ("deployment", &self.deployment),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::Validation(format!(
+                    "config.{field} must not be empty when given"
                 )));
             }
         }
@@ -212,6 +283,11 @@ impl KeyConfig {
         self.timeout_s
             .map(Duration::from_secs_f64)
             .unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
+
+    /// The Azure deployment: `deployment`, else `model`.
+    pub fn deployment(&self) -> &str {
+        self.deployment.as_deref().unwrap_or(&self.model)
     }
 }
 
@@ -252,6 +328,13 @@ pub struct NewProviderKey {
 }
 
 impl NewProviderKey {
+    /// Checks that the config carries what the provider needs (e.g. Azure's `endpoint` and
+    /// `api_version`). The API runs it on every key it accepts; embedders should too.
+    pub fn validate(self) -> Result<Self> {
+        self.provider.check_config(&self.config)?;
+        Ok(self)
+    }
+
     /// Makes the stored key, with a fresh id.
     pub fn into_key(self, workspace_id: WorkspaceId, now: DateTime<Utc>) -> ProviderKey {
         ProviderKey {
@@ -284,7 +367,8 @@ pub struct KeyUpdate {
 }
 
 impl KeyUpdate {
-    /// Applies the update to `key`, validating the result. Any update marks the key healthy again.
+    /// Applies the update to `key`, validating the result (including what its provider needs of
+    /// its config). Any update marks the key healthy again.
     pub fn apply(self, mut key: ProviderKey, now: DateTime<Utc>) -> Result<ProviderKey> {
         if let Some(p) = self.provider {
             key.provider = p;
@@ -300,6 +384,7 @@ impl KeyUpdate {
         if let Some(c) = self.config {
             key.config = c.validate()?;
         }
+        key.provider.check_config(&key.config)?;
         key.healthy = true;
         key.updated_at = now;
         Ok(key)
@@ -384,5 +469,119 @@ mod tests {
         assert_eq!(ProviderKind::parse("OpenAI").unwrap(), ProviderKind::OpenAi);
         assert_eq!(ProviderKind::parse("mock").unwrap(), ProviderKind::Mock);
         assert!(ProviderKind::parse("gemini").is_err());
+    }
+
+    #[test]
+    fn aliases_map_to_their_canonical_kind_and_every_name_parses() {
+        assert_eq!(
+            ProviderKind::parse("azure_openai").unwrap(),
+            ProviderKind::Azure
+        );
+        assert_eq!(
+            ProviderKind::parse("Novita").unwrap(),
+            ProviderKind::OpenAiCompatible
+        );
+        for name in ProviderKind::NAMES {
+            let kind = ProviderKind::parse(name).unwrap();
+            assert_eq!(ProviderKind::parse(kind.as_str()).unwrap(), kind);
+        }
+        assert_eq!(ProviderKind::Azure.as_str(), "azure");
+        assert_eq!(ProviderKind::OpenAiCompatible.as_str(), "openai_compatible");
+    }
+
+    fn new_key(provider: ProviderKind, config: KeyConfig) -> NewProviderKey {
+        NewProviderKey {
+            provider,
+            api_key: ApiKey::parse("sk-test-1234567890abcd").unwrap(),
+            rate_limit: RateLimit::new(1, RatePeriod::from_seconds(1).unwrap()).unwrap(),
+            config,
+        }
+    }
+
+    #[test]
+    fn azure_needs_endpoint_and_api_version_and_compatible_needs_endpoint() {
+        let bare = KeyConfig {
+            model: "gpt-4o".into(),
+            ..Default::default()
+        };
+        let with_endpoint = KeyConfig {
+            endpoint: Some("https://res.openai.azure.com".into()),
+            ..bare.clone()
+        };
+        let full = KeyConfig {
+            api_version: Some("2024-10-21".into()),
+            ..with_endpoint.clone()
+        };
+        let az = ProviderKind::Azure;
+        assert!(new_key(az, bare.clone()).validate().is_err());
+        let e = new_key(az, with_endpoint.clone()).validate().unwrap_err();
+        assert!(e.to_string().contains("api_version"), "{e}");
+        assert!(new_key(az, full.clone()).validate().is_ok());
+        let compat = ProviderKind::OpenAiCompatible;
+        let e = new_key(compat, bare.clone()).validate().unwrap_err();
+        assert!(e.to_string().contains("endpoint"), "{e}");
+        assert!(new_key(compat, with_endpoint).validate().is_ok());
+        assert!(
+            new_key(ProviderKind::OpenAi, bare.clone())
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            new_key(ProviderKind::Anthropic, bare.clone())
+                .validate()
+                .is_ok()
+        );
+        let hot = KeyConfig {
+            temperature: Some(1.5),
+            ..bare
+        };
+        assert!(
+            new_key(ProviderKind::Anthropic, hot.clone())
+                .validate()
+                .is_err()
+        );
+        assert!(new_key(ProviderKind::OpenAi, hot).validate().is_ok());
+        assert_eq!(full.deployment(), "gpt-4o");
+    }
+
+    #[test]
+    fn an_update_is_checked_against_the_provider_it_leaves() {
+        let key = new_key(
+            ProviderKind::OpenAi,
+            KeyConfig {
+                model: "gpt-4o".into(),
+                ..Default::default()
+            },
+        )
+        .into_key(WorkspaceId::parse("ws").unwrap(), Utc::now());
+        let to_azure = KeyUpdate {
+            provider: Some(ProviderKind::Azure),
+            ..Default::default()
+        };
+        assert!(to_azure.apply(key.clone(), Utc::now()).is_err());
+        let to_azure_with_config = KeyUpdate {
+            provider: Some(ProviderKind::Azure),
+            config: Some(KeyConfig {
+                model: "gpt-4o".into(),
+                endpoint: Some("https://res.openai.azure.com".into()),
+                api_version: Some("2024-10-21".into()),
+                deployment: Some("prod-4o".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let k = to_azure_with_config.apply(key, Utc::now()).unwrap();
+        assert_eq!(k.provider, ProviderKind::Azure);
+        assert_eq!(k.config.deployment(), "prod-4o");
+    }
+
+    #[test]
+    fn empty_api_version_or_deployment_is_rejected() {
+        let c = KeyConfig {
+            model: "m".into(),
+            deployment: Some(" ".into()),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
     }
 }

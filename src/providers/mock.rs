@@ -33,6 +33,7 @@ impl Provider for MockProvider {
                 completion_tokens,
                 total_tokens: prompt_tokens + completion_tokens,
             }),
+            pause_for: None,
         })
     }
 }
