@@ -20,7 +20,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::providers::{Providers, http_client};
 use crate::queue::{AmqpQueue, MemoryQueue, Queue};
-use crate::store::{Completion, Inserted, MessagePage, Store};
+use crate::store::{BatchWriter, Completion, Inserted, MessagePage, Store};
 
 /// The current time, at microsecond precision (what every backend stores), so a value returned
 /// by an operation equals the one read back later.
@@ -54,6 +54,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Prefix of RabbitMQ queue names (`<prefix>.ws.<workspace_id>`).
     pub queue_prefix: String,
+    /// Margin added to every key's period, absorbing the jitter between a request leaving and
+    /// the provider receiving it (default 5 ms).
+    pub limit_guard: Duration,
 }
 
 impl EngineConfig {
@@ -65,6 +68,7 @@ impl EngineConfig {
             max_workers: 256,
             retry: RetryPolicy::default(),
             queue_prefix: crate::queue::DEFAULT_PREFIX.to_owned(),
+            limit_guard: Duration::from_millis(5),
         }
     }
 }
@@ -160,7 +164,27 @@ impl Engine {
         http: reqwest::Client,
     ) -> Result<Self> {
         let (completions, _) = tokio::sync::broadcast::channel(65536);
+        let grants = {
+            let store = store.clone();
+            BatchWriter::spawn(1024, move |batch: Vec<(Uuid, chrono::DateTime<Utc>)>| {
+                let store = store.clone();
+                async move {
+                    let n = batch.len();
+                    store.record_grants(&batch).await.map(|()| vec![true; n])
+                }
+            })
+        };
+        let finals = {
+            let store = store.clone();
+            BatchWriter::spawn(512, move |batch: Vec<(Uuid, Completion)>| {
+                let store = store.clone();
+                async move { store.complete_messages(&batch).await }
+            })
+        };
         let deps = Arc::new(Deps {
+            limit_guard: config.limit_guard,
+            grants,
+            finals,
             store,
             queue,
             providers: Providers::new(http),
@@ -181,6 +205,7 @@ impl Engine {
             }),
         };
         engine.recover().await?;
+        engine.spawn_grant_pruning();
         Ok(engine)
     }
 
@@ -208,6 +233,24 @@ impl Engine {
             "engine started"
         );
         Ok(())
+    }
+
+    /// Forgets grants that aged out of their key's window, every minute until shutdown.
+    fn spawn_grant_pruning(&self) {
+        let deps = self.inner.deps.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = deps.shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = deps.store.prune_grants(now()).await {
+                            tracing::warn!(error = %e, "cannot prune old grants");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     async fn start_workspace(&self, id: &WorkspaceId) -> Result<ActorRef<WorkspaceMsg>> {

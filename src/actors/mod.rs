@@ -42,7 +42,8 @@ pub(crate) use workspace::WorkspaceMsg;
 use crate::domain::WorkspaceId;
 use crate::providers::Providers;
 use crate::queue::Queue;
-use crate::store::Store;
+use crate::store::{BatchWriter, Completion, Store};
+use chrono::{DateTime, Utc};
 
 /// How workers treat provider failures.
 #[derive(Debug, Clone)]
@@ -80,4 +81,10 @@ pub(crate) struct Deps {
     pub completions: tokio::sync::broadcast::Sender<Uuid>,
     /// Cancelled when the engine shuts down: workers stop waiting for permits.
     pub shutdown: CancellationToken,
+    /// Added to every key's period: absorbs the jitter between sending and the provider's clock.
+    pub limit_guard: Duration,
+    /// Group commit of grants (recorded before each request leaves).
+    pub grants: BatchWriter<(Uuid, DateTime<Utc>)>,
+    /// Group commit of final states.
+    pub finals: BatchWriter<(Uuid, Completion)>,
 }

@@ -5,7 +5,6 @@
 //! Idempotent by id: a message already `success` or `failed` is skipped, and the final write
 //! only lands on a message that is not final yet.
 
-use chrono::Utc;
 use ractor::ActorRef;
 use rand::Rng;
 use std::time::Duration;
@@ -48,7 +47,7 @@ pub(crate) async fn process(
     if msg.status.is_final() {
         return Processed::Skipped;
     }
-    match deps.store.mark_processing(id, Utc::now()).await {
+    match deps.store.mark_processing(id, crate::engine::now()).await {
         Ok(true) => {}
         Ok(false) => return Processed::Skipped,
         Err(e) => {
@@ -56,10 +55,11 @@ pub(crate) async fn process(
             return Processed::Retry;
         }
     }
-    let Some(done) = call_until_final(deps, workspace, &msg).await else {
-        return Processed::GivenBack;
+    let done = match call_until_final(deps, workspace, &msg).await {
+        Ok(done) => done,
+        Err(back) => return back,
     };
-    match deps.store.complete_message(id, &done).await {
+    match deps.finals.write((id, done)).await {
         Ok(_) => {
             let _ = deps.completions.send(id);
             Processed::Done
@@ -111,12 +111,13 @@ async fn acquire(
     }
 }
 
-/// Calls the provider until the message reaches a final state; `None` when the engine stops.
+/// Calls the provider until the message reaches a final state; `Err` when the delivery must go
+/// back to the queue (engine stopping, grant not recordable).
 async fn call_until_final(
     deps: &Deps,
     workspace: &ActorRef<WorkspaceMsg>,
     msg: &Message,
-) -> Option<Completion> {
+) -> Result<Completion, Processed> {
     let mut attempts = msg.attempts;
     let mut key_id = msg.key_id;
     let mut last_error: Option<String> = None;
@@ -126,30 +127,38 @@ async fn call_until_final(
         error: Some(error),
         attempts,
         key_id,
-        completed_at: Utc::now(),
+        completed_at: crate::engine::now(),
     };
     loop {
         if attempts >= deps.retry.max_attempts {
             let reason = last_error.unwrap_or_else(|| "too many attempts".into());
-            return Some(failed(
+            return Ok(failed(
                 format!("gave up after {attempts} attempts: {reason}"),
                 attempts,
                 key_id,
                 None,
             ));
         }
-        let permit = match acquire(deps, workspace, msg).await? {
+        let permit = match acquire(deps, workspace, msg)
+            .await
+            .ok_or(Processed::GivenBack)?
+        {
             Ok(p) => p,
             Err(PermitDenied(reason)) => {
                 let reason = match last_error {
                     Some(last) => format!("{reason} (last provider error: {last})"),
                     None => reason,
                 };
-                return Some(failed(reason, attempts, key_id, None));
+                return Ok(failed(reason, attempts, key_id, None));
             }
         };
-        let key = permit.key;
+        let key = permit.key.clone();
         key_id = Some(key.id);
+        // The grant is stored before the request leaves, so a restarted engine still counts it.
+        if let Err(e) = deps.grants.write((key.id, crate::engine::now())).await {
+            tracing::error!(key_id = %key.id, error = %e, "cannot record the grant; not sending");
+            return Err(Processed::Retry);
+        }
         let req = CompletionRequest {
             model: msg
                 .request
@@ -163,6 +172,8 @@ async fn call_until_final(
             max_tokens: key.config.max_tokens,
         };
         let provider = deps.providers.get(key.provider);
+        // The window counts from when the request really leaves, not from the grant.
+        permit.sent(tokio::time::Instant::now());
         let call = tokio::time::timeout(key.config.timeout(), provider.complete(&key, &req)).await;
         let result = call
             .unwrap_or_else(|_| Err(ProviderError::Transient("provider call timed out".into())));
@@ -187,7 +198,7 @@ async fn call_until_final(
                     match parse_json_answer(&result.text) {
                         Ok(v) => result.json = Some(v),
                         Err(e) => {
-                            return Some(failed(
+                            return Ok(failed(
                                 format!("the provider's answer is not valid JSON: {e}"),
                                 attempts,
                                 key_id,
@@ -196,13 +207,13 @@ async fn call_until_final(
                         }
                     }
                 }
-                return Some(Completion {
+                return Ok(Completion {
                     status: MessageStatus::Success,
                     result: Some(result),
                     error: None,
                     attempts,
                     key_id,
-                    completed_at: Utc::now(),
+                    completed_at: crate::engine::now(),
                 });
             }
             Err(ProviderError::RateLimited {
@@ -217,6 +228,7 @@ async fn call_until_final(
                 });
             }
             Err(ProviderError::Unauthorized(message)) => {
+                attempts += 1;
                 last_error = Some(message);
                 let _ = workspace.cast(WorkspaceMsg::Outcome {
                     key_id: key.id,
@@ -230,14 +242,14 @@ async fn call_until_final(
                 if attempts < deps.retry.max_attempts {
                     let delay = backoff(&deps.retry, attempts);
                     tokio::select! {
-                        _ = deps.shutdown.cancelled() => return None,
+                        _ = deps.shutdown.cancelled() => return Err(Processed::GivenBack),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
             Err(ProviderError::Rejected(message)) => {
                 attempts += 1;
-                return Some(failed(message, attempts, key_id, None));
+                return Ok(failed(message, attempts, key_id, None));
             }
         }
     }

@@ -5,9 +5,17 @@
 //! can go (never a poll loop). Its handlers are pure bookkeeping: it never awaits I/O, so its
 //! mailbox answers in microseconds. Every reply that changes when the *next* request could be
 //! granted carries that instant, so the workspace can route to the key that can send soonest.
+//!
+//! Its window is measured on *send* times: the worker reports when a granted request really
+//! left (`Sent`), and the period carries a small guard for the transport's jitter. The one read
+//! it makes is at start: the grants recorded in the last period, so a restart does not reopen a
+//! full window.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
@@ -16,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::domain::ProviderKey;
 use crate::limiter::{GrantId, Limiter, Limits};
+use crate::store::Store;
 
 /// Leave to send one request on a key.
 #[derive(Debug, Clone)]
@@ -23,8 +32,16 @@ pub(crate) struct Permit {
     /// The key to use (secret included).
     pub key: Arc<ProviderKey>,
     /// The limiter's handle of this grant.
-    #[allow(dead_code)]
     pub grant: GrantId,
+    /// The key actor that gave it.
+    pub from: ActorRef<KeyMsg>,
+}
+
+impl Permit {
+    /// Tells the key when the request really left, so its window counts from then.
+    pub(crate) fn sent(&self, at: Instant) {
+        let _ = self.from.cast(KeyMsg::Sent(self.grant, at));
+    }
 }
 
 /// Why no permit can be given.
@@ -52,6 +69,8 @@ pub(crate) enum KeyMsg {
     Pause(Instant, RpcReplyPort<(Vec<PermitRequest>, Instant)>),
     /// The key was updated (limits, secret, config): apply at once.
     Update(Arc<ProviderKey>, RpcReplyPort<Instant>),
+    /// The request of a grant actually left at this instant.
+    Sent(GrantId, Instant),
     /// Hand back every waiting request (key deleted or found unhealthy).
     Drain(RpcReplyPort<Vec<PermitRequest>>),
 }
@@ -60,16 +79,38 @@ pub(crate) struct ProviderKeyActor;
 
 pub(crate) struct KeyState {
     key: Arc<ProviderKey>,
+    guard: Duration,
     limiter: Limiter,
     waiting: VecDeque<PermitRequest>,
     timer: Option<(Instant, JoinHandle<()>)>,
 }
 
-pub(crate) fn limits_of(key: &ProviderKey) -> Limits {
+/// The limiter's limits for a key: its period lengthened by `guard`, the margin that absorbs
+/// the jitter between a request leaving and the provider receiving it.
+pub(crate) fn limits_of(key: &ProviderKey, guard: Duration) -> Limits {
     Limits {
         rate_limit: key.rate_limit.requests,
-        period: key.rate_limit.period.duration(),
+        period: key.rate_limit.period.duration() + guard,
         token_limit: None,
+    }
+}
+
+/// What a key actor starts from.
+pub(crate) struct KeyArgs {
+    pub key: Arc<ProviderKey>,
+    pub store: Arc<dyn Store>,
+    pub guard: Duration,
+}
+
+/// This process's clock reading for a wall-clock time in the past (clamped to what the monotonic
+/// clock can represent: a grant older than the clock counts as recent, which only delays).
+fn instant_of(at: DateTime<Utc>, now: Instant, wall_now: DateTime<Utc>) -> Instant {
+    let mut age = (wall_now - at).to_std().unwrap_or(Duration::ZERO);
+    loop {
+        if let Some(i) = now.checked_sub(age) {
+            return i;
+        }
+        age /= 2;
     }
 }
 
@@ -93,6 +134,7 @@ impl KeyState {
                         let permit = Permit {
                             key: self.key.clone(),
                             grant,
+                            from: myself.clone(),
                         };
                         if req.reply.send(Ok(permit)).is_err() {
                             tracing::debug!(key_id = %self.key.id, "worker left before its permit");
@@ -144,16 +186,37 @@ impl KeyState {
 impl Actor for ProviderKeyActor {
     type Msg = KeyMsg;
     type State = KeyState;
-    type Arguments = Arc<ProviderKey>;
+    type Arguments = KeyArgs;
 
+    /// Starts from the grants the store recorded within the last period (a restart must not
+    /// start the key's window empty). This read happens once, at start.
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        key: Self::Arguments,
+        args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let KeyArgs { key, store, guard } = args;
+        let limits = limits_of(&key, guard);
+        let mut limiter = Limiter::new(limits);
+        let wall_now = Utc::now();
+        let since = wall_now
+            - chrono::Duration::from_std(limits.period).unwrap_or(chrono::Duration::days(7));
+        let now = Instant::now();
+        let past: Vec<Instant> = store
+            .recent_grants(&key.workspace_id, since)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| *k == key.id)
+            .map(|(_, at)| instant_of(at, now, wall_now))
+            .collect();
+        if !past.is_empty() {
+            tracing::info!(key_id = %key.id, restored = past.len(), "key window restored from recorded grants");
+        }
+        limiter.restore(past);
         Ok(KeyState {
-            limiter: Limiter::new(limits_of(&key)),
+            limiter,
             key,
+            guard,
             waiting: VecDeque::new(),
             timer: None,
         })
@@ -191,11 +254,14 @@ impl Actor for ProviderKeyActor {
                 let _ = reply.send((handed_back, state.next_slot(Instant::now())));
             }
             KeyMsg::Update(key, reply) => {
-                state.limiter.set_limits(limits_of(&key));
+                state.limiter.set_limits(limits_of(&key, state.guard));
                 state.limiter.clear_pause();
                 state.key = key;
                 state.pump(&myself);
                 let _ = reply.send(state.next_slot(Instant::now()));
+            }
+            KeyMsg::Sent(grant, at) => {
+                state.limiter.mark_sent(grant, at);
             }
             KeyMsg::Drain(reply) => {
                 let _ = reply.send(state.drain());

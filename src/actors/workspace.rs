@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use super::Deps;
 use super::consumer::{ConsumerActor, ConsumerArgs, WorkerStatus};
-use super::provider_key::{KeyMsg, Permit, PermitDenied, PermitRequest, ProviderKeyActor};
+use super::provider_key::{
+    KeyArgs, KeyMsg, Permit, PermitDenied, PermitRequest, ProviderKeyActor,
+};
 use crate::domain::{ProviderKey, WorkerInfo, WorkspaceId};
 
 /// What a worker reports about a provider call made with a permit.
@@ -103,8 +105,13 @@ impl WorkspaceState {
         myself: &ActorRef<WorkspaceMsg>,
         key: Arc<ProviderKey>,
     ) -> Result<(), ActorProcessingErr> {
+        let args = KeyArgs {
+            key: key.clone(),
+            store: self.deps.store.clone(),
+            guard: self.deps.limit_guard,
+        };
         let (actor, _) =
-            Actor::spawn_linked(None, ProviderKeyActor, key.clone(), myself.get_cell()).await?;
+            Actor::spawn_linked(None, ProviderKeyActor, args, myself.get_cell()).await?;
         self.children.insert(actor.get_id(), Child::Key(key.id));
         self.keys.insert(
             key.id,
