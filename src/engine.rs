@@ -324,7 +324,12 @@ impl Engine {
             .into_iter()
             .enumerate()
             // Distinct creation times keep the keys listed in the order they were given.
-            .map(|(i, k)| k.into_key(new.id.clone(), now + chrono::Duration::microseconds(i as i64)))
+            .map(|(i, k)| {
+                k.into_key(
+                    new.id.clone(),
+                    now + chrono::Duration::microseconds(i as i64),
+                )
+            })
             .collect();
         let store = &self.inner.deps.store;
         store.create_workspace(&workspace, &keys).await?;
@@ -583,7 +588,10 @@ impl Engine {
                     .collect();
                 let reason = format!("could not be queued: {e}");
                 for id in &unqueued {
-                    let _ = deps.store.complete_message(*id, &queue_failure(&reason)).await;
+                    let _ = deps
+                        .store
+                        .complete_message(*id, &queue_failure(&reason))
+                        .await;
                 }
                 return Err(Error::Unavailable(format!(
                     "{} of the batch's messages were stored but could not be queued (marked failed): {e}",

@@ -1148,7 +1148,10 @@ mod tests {
     fn restored_grants_count_against_the_window_until_they_age_out() {
         let t0 = Instant::now() + Duration::from_secs(10);
         let mut l = Limiter::new(Limits::new(2, Duration::from_secs(1), None));
-        l.restore(vec![t0 - Duration::from_millis(100), t0 - Duration::from_millis(600)]);
+        l.restore(vec![
+            t0 - Duration::from_millis(100),
+            t0 - Duration::from_millis(600),
+        ]);
         assert_eq!(l.in_window(t0), 2);
         assert_eq!(l.try_acquire(t0, 0), Err(t0 + Duration::from_millis(400)));
         assert!(l.try_acquire(t0 + Duration::from_millis(400), 0).is_ok());

@@ -797,11 +797,14 @@ async fn provider_keys_are_added_updated_and_deleted_and_stay_masked() {
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["success"], true);
     let (_, ks) = api.get("/provider-keys?workspace_id=ws-keys").await;
-    assert_eq!(key_ids_of(&ks["provider_keys"]), [key_a.clone()]);
+    assert_eq!(
+        key_ids_of(&ks["provider_keys"]),
+        std::slice::from_ref(&key_a)
+    );
     let (_, ws) = api.get("/workspaces?workspace_id=ws-keys").await;
     assert_eq!(
         key_ids_of(&ws["workspaces"][0]["provider_keys"]),
-        [key_a.clone()]
+        std::slice::from_ref(&key_a)
     );
     let (status, _) = api.delete(&format!("/provider-key/delete/{key_b}")).await;
     assert_eq!(status, 404);

@@ -1054,7 +1054,10 @@ async fn a_401_marks_the_key_unhealthy_and_the_message_moves_to_a_healthy_key() 
         let m = publish_and_wait(&app, json!({"workspace_id": "auth", "prompt": "Hi"})).await;
         assert_eq!(m["status"], "success", "{api:?}: {m}");
         assert_eq!(m["key_id"], good_id, "{api:?}");
-        assert_eq!(m["attempts"], 1, "{api:?}: the 401 is not an attempt");
+        assert_eq!(
+            m["attempts"], 2,
+            "{api:?}: the refused call and the good one are both calls"
+        );
         let bad = wait_healthy(&app, "auth", BAD, false).await;
         assert_eq!(bad["healthy"], false, "{api:?}");
         assert_eq!(listed_key(&app, "auth", GOOD).await["healthy"], true);
@@ -1093,7 +1096,10 @@ async fn with_its_only_key_refused_a_message_fails_with_the_providers_reason_and
         fake.script(K, [fake.error(status, &message)]);
         let m = publish_and_wait(&app, json!({"workspace_id": "only", "prompt": "Hi"})).await;
         assert_eq!(m["status"], "failed", "{api:?}: {m}");
-        assert_eq!(m["attempts"], 0, "{api:?}: a refused key is not an attempt");
+        assert_eq!(
+            m["attempts"], 1,
+            "{api:?}: the refused call was one provider call"
+        );
         let error = m["error"].as_str().unwrap();
         assert!(error.contains("rejected by the provider"), "{error}");
         assert!(

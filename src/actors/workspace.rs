@@ -19,9 +19,7 @@ use uuid::Uuid;
 
 use super::Deps;
 use super::consumer::{ConsumerActor, ConsumerArgs, WorkerStatus};
-use super::provider_key::{
-    KeyArgs, KeyMsg, Permit, PermitDenied, PermitRequest, ProviderKeyActor,
-};
+use super::provider_key::{KeyArgs, KeyMsg, Permit, PermitDenied, PermitRequest, ProviderKeyActor};
 use crate::domain::{ProviderKey, WorkerInfo, WorkspaceId};
 
 /// What a worker reports about a provider call made with a permit.

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::ApiTags;
 use super::error::ApiError;
+use super::types::Text;
 use crate::domain::{
-    Message, MessageRequest, MessageResult, MessageStatus, NewMessage, ResponseFormat,
-    WorkspaceId,
+    Message, MessageRequest, MessageResult, MessageStatus, NewMessage, ResponseFormat, WorkspaceId,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -19,21 +19,21 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Object)]
 pub struct PublishRequest {
     /// Target workspace.
-    pub workspace_id: String,
+    pub workspace_id: Text,
     /// The instruction.
-    pub prompt: String,
+    pub prompt: Text,
     /// Text the prompt works on; sent after the prompt and a blank line.
-    pub content: Option<String>,
+    pub content: Option<Text>,
     /// Sent as the system message.
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Text>,
     /// Model; defaults to the chosen key's `config.model`. Only keys serving it are used.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Your position of this message in a document (stored and returned, never sent).
     pub sequence_index: Option<i64>,
     /// Your HTML tag for the result (stored and returned, never sent).
-    pub html_tag: Option<String>,
+    pub html_tag: Option<Text>,
     /// `"json"` asks the provider for a JSON object and stores it parsed; `"text"` (default).
-    pub response_format: Option<String>,
+    pub response_format: Option<Text>,
     /// Your own id (UUID) to make publishing idempotent: the same id again returns the existing message.
     pub message_id: Option<Uuid>,
 }
@@ -43,7 +43,7 @@ impl TryFrom<PublishRequest> for NewMessage {
     fn try_from(r: PublishRequest) -> Result<Self> {
         Ok(NewMessage {
             id: r.message_id,
-            workspace_id: WorkspaceId::parse(&r.workspace_id)?,
+            workspace_id: WorkspaceId::parse(r.workspace_id.as_str())?,
             request: request_of(
                 r.prompt,
                 r.content,
@@ -79,19 +79,19 @@ impl TryFrom<BatchItem> for (Option<Uuid>, MessageRequest) {
 #[derive(Debug, Clone, Object)]
 pub struct BatchItem {
     /// The instruction.
-    pub prompt: String,
+    pub prompt: Text,
     /// Text the prompt works on; sent after the prompt and a blank line.
-    pub content: Option<String>,
+    pub content: Option<Text>,
     /// Sent as the system message.
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Text>,
     /// Model; defaults to the chosen key's `config.model`.
-    pub model: Option<String>,
+    pub model: Option<Text>,
     /// Your position of this message in a document (stored and returned, never sent).
     pub sequence_index: Option<i64>,
     /// Your HTML tag for the result (stored and returned, never sent).
-    pub html_tag: Option<String>,
+    pub html_tag: Option<Text>,
     /// `"json"` or `"text"` (default).
-    pub response_format: Option<String>,
+    pub response_format: Option<Text>,
     /// Your own id (UUID), for idempotent publishing.
     pub message_id: Option<Uuid>,
 }
@@ -100,30 +100,30 @@ pub struct BatchItem {
 #[derive(Debug, Clone, Object)]
 pub struct BatchPublishRequest {
     /// Target workspace.
-    pub workspace_id: String,
+    pub workspace_id: Text,
     /// 1 to 1000 messages (a document published paragraph by paragraph, with `sequence_index`).
     pub messages: Vec<BatchItem>,
 }
 
 fn request_of(
-    prompt: String,
-    content: Option<String>,
-    system_prompt: Option<String>,
-    model: Option<String>,
+    prompt: Text,
+    content: Option<Text>,
+    system_prompt: Option<Text>,
+    model: Option<Text>,
     sequence_index: Option<i64>,
-    html_tag: Option<String>,
-    response_format: Option<String>,
+    html_tag: Option<Text>,
+    response_format: Option<Text>,
 ) -> Result<MessageRequest> {
     MessageRequest {
-        prompt,
-        content,
-        system_prompt,
-        model,
+        prompt: prompt.into_inner(),
+        content: content.map(Text::into_inner),
+        system_prompt: system_prompt.map(Text::into_inner),
+        model: model.map(Text::into_inner),
         sequence_index,
-        html_tag,
+        html_tag: html_tag.map(Text::into_inner),
         response_format: response_format
-            .as_deref()
-            .map(ResponseFormat::parse)
+            .as_ref()
+            .map(|f| ResponseFormat::parse(f.as_str()))
             .transpose()?
             .unwrap_or_default(),
     }
@@ -356,7 +356,7 @@ impl MessagesApi {
         body: Json<BatchPublishRequest>,
     ) -> Result<BatchPublishResult, ApiError> {
         let b = body.0;
-        let ws = WorkspaceId::parse(&b.workspace_id)?;
+        let ws = WorkspaceId::parse(b.workspace_id.as_str())?;
         let items = b
             .messages
             .into_iter()

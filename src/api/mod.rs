@@ -10,6 +10,7 @@ mod error;
 mod health;
 mod messages;
 mod provider_keys;
+mod types;
 mod workers;
 mod workspaces;
 
@@ -20,6 +21,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use error::{ApiError, ErrorBody};
+pub use types::{Period, Text};
 
 use crate::engine::Engine;
 

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::ApiTags;
 use super::error::ApiError;
+use super::types::{Period, Text};
 use crate::domain::{
-    ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit, RatePeriod,
-    WorkspaceId,
+    ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit, WorkspaceId,
 };
 use crate::engine::Engine;
 use crate::error::Error;
@@ -20,16 +20,16 @@ use crate::error::Error;
 #[derive(Debug, Clone, Object)]
 pub struct KeyConfigDto {
     /// The model this key serves, and the default model of its messages (e.g. `gpt-4`).
-    pub model: String,
+    pub model: Text,
     /// The provider's base URL (e.g. `https://api.openai.com/v1`, `https://RESOURCE.openai.azure.com`,
     /// `https://api.anthropic.com`); required for `azure` and `openai_compatible`; lets self-hosted
     /// servers and tests point elsewhere.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Text>,
     /// API version: Azure's `api-version` (required for `azure`), Anthropic's `anthropic-version`
     /// header (default `2023-06-01`).
-    pub api_version: Option<String>,
+    pub api_version: Option<Text>,
     /// Azure deployment name (default: `model`).
-    pub deployment: Option<String>,
+    pub deployment: Option<Text>,
     /// Sampling temperature (0 to 2).
     pub temperature: Option<f64>,
     /// Maximum tokens to generate.
@@ -51,10 +51,10 @@ impl TryFrom<KeyConfigDto> for KeyConfig {
             })
             .transpose()?;
         KeyConfig {
-            model: d.model,
-            endpoint: d.endpoint,
-            api_version: d.api_version,
-            deployment: d.deployment,
+            model: d.model.into_inner(),
+            endpoint: d.endpoint.map(Text::into_inner),
+            api_version: d.api_version.map(Text::into_inner),
+            deployment: d.deployment.map(Text::into_inner),
             temperature: d.temperature,
             max_tokens,
             timeout_s: d.timeout_s,
@@ -66,34 +66,14 @@ impl TryFrom<KeyConfigDto> for KeyConfig {
 impl From<&KeyConfig> for KeyConfigDto {
     fn from(c: &KeyConfig) -> Self {
         Self {
-            model: c.model.clone(),
-            endpoint: c.endpoint.clone(),
-            api_version: c.api_version.clone(),
-            deployment: c.deployment.clone(),
+            model: Text(c.model.clone()),
+            endpoint: c.endpoint.clone().map(Text),
+            api_version: c.api_version.clone().map(Text),
+            deployment: c.deployment.clone().map(Text),
             temperature: c.temperature,
             max_tokens: c.max_tokens.map(i64::from),
             timeout_s: c.timeout_s,
         }
-    }
-}
-
-/// `rate_limit_period`: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
-pub(super) fn parse_period(v: &serde_json::Value) -> Result<RatePeriod, Error> {
-    match v {
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(secs) => RatePeriod::from_seconds(secs),
-            None => Err(Error::Validation(
-                "rate_limit_period must be a whole number of seconds".into(),
-            )),
-        },
-        serde_json::Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(secs) => RatePeriod::from_seconds(secs),
-            Err(_) => RatePeriod::from_name(s),
-        },
-        _ => Err(Error::Validation(
-            "rate_limit_period must be a number of seconds or one of second, minute, hour, day"
-                .into(),
-        )),
     }
 }
 
@@ -102,13 +82,13 @@ pub(super) fn parse_period(v: &serde_json::Value) -> Result<RatePeriod, Error> {
 pub struct ProviderInput {
     /// Provider: `openai`, `azure` (alias `azure_openai`), `anthropic`, `openai_compatible`
     /// (alias `novita`) or `mock`.
-    pub name: String,
+    pub name: Text,
     /// The provider API key (never returned; shown masked).
-    pub api_key: String,
+    pub api_key: Text,
     /// Requests allowed in any window of `rate_limit_period` (>= 1).
     pub rate_limit: i64,
     /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
-    pub rate_limit_period: serde_json::Value,
+    pub rate_limit_period: Period,
     /// Call settings; `model` is required.
     pub config: KeyConfigDto,
 }
@@ -117,9 +97,9 @@ impl TryFrom<ProviderInput> for NewProviderKey {
     type Error = Error;
     fn try_from(d: ProviderInput) -> Result<Self, Error> {
         NewProviderKey {
-            provider: ProviderKind::parse(&d.name)?,
-            api_key: ApiKey::parse(&d.api_key)?,
-            rate_limit: RateLimit::new(d.rate_limit, parse_period(&d.rate_limit_period)?)?,
+            provider: ProviderKind::parse(d.name.as_str())?,
+            api_key: ApiKey::parse(d.api_key.as_str())?,
+            rate_limit: RateLimit::new(d.rate_limit, d.rate_limit_period.parse()?)?,
             config: d.config.try_into()?,
         }
         .validate()
@@ -172,16 +152,16 @@ impl From<&ProviderKey> for KeyDto {
 #[derive(Debug, Clone, Object)]
 pub struct AddKeyRequest {
     /// The workspace to add the key to.
-    pub workspace_id: String,
+    pub workspace_id: Text,
     /// Provider: `openai`, `azure` (alias `azure_openai`), `anthropic`, `openai_compatible`
     /// (alias `novita`) or `mock`.
-    pub name: String,
+    pub name: Text,
     /// The provider API key.
-    pub api_key: String,
+    pub api_key: Text,
     /// Requests allowed in any window of `rate_limit_period` (>= 1).
     pub rate_limit: i64,
     /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
-    pub rate_limit_period: serde_json::Value,
+    pub rate_limit_period: Period,
     /// Call settings; `model` is required.
     pub config: KeyConfigDto,
 }
@@ -190,13 +170,13 @@ pub struct AddKeyRequest {
 #[derive(Debug, Clone, Object)]
 pub struct UpdateKeyRequest {
     /// New provider name (`openai`, `azure`, `anthropic`, `openai_compatible`, `mock`, or an alias).
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// New secret.
-    pub api_key: Option<String>,
+    pub api_key: Option<Text>,
     /// New request limit (>= 1); applies at once.
     pub rate_limit: Option<i64>,
     /// New period: integer seconds or a unit name; applies at once.
-    pub rate_limit_period: Option<serde_json::Value>,
+    pub rate_limit_period: Option<Period>,
     /// New call settings (replace the old ones).
     pub config: Option<KeyConfigDto>,
 }
@@ -205,10 +185,22 @@ impl TryFrom<UpdateKeyRequest> for KeyUpdate {
     type Error = Error;
     fn try_from(d: UpdateKeyRequest) -> Result<Self, Error> {
         let update = KeyUpdate {
-            provider: d.name.as_deref().map(ProviderKind::parse).transpose()?,
-            api_key: d.api_key.as_deref().map(ApiKey::parse).transpose()?,
+            provider: d
+                .name
+                .as_ref()
+                .map(|n| ProviderKind::parse(n.as_str()))
+                .transpose()?,
+            api_key: d
+                .api_key
+                .as_ref()
+                .map(|k| ApiKey::parse(k.as_str()))
+                .transpose()?,
             rate_limit: d.rate_limit,
-            rate_limit_period: d.rate_limit_period.as_ref().map(parse_period).transpose()?,
+            rate_limit_period: d
+                .rate_limit_period
+                .as_ref()
+                .map(Period::parse)
+                .transpose()?,
             config: d.config.map(KeyConfig::try_from).transpose()?,
         };
         Ok(update)
@@ -289,7 +281,7 @@ impl ProviderKeysApi {
     #[oai(path = "/provider-key/add", method = "post")]
     async fn add(&self, body: Json<AddKeyRequest>) -> Result<AddKeyResponse, ApiError> {
         let b = body.0;
-        let workspace = WorkspaceId::parse(&b.workspace_id)?;
+        let workspace = WorkspaceId::parse(b.workspace_id.as_str())?;
         let new = NewProviderKey::try_from(ProviderInput {
             name: b.name,
             api_key: b.api_key,

@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use super::error::ApiError;
 use super::provider_keys::{DeletedResponse, KeyDto, ProviderInput, workspace_filter};
+use super::types::Text;
 use crate::domain::{NewProviderKey, NewWorkspace, WorkspaceId};
 use crate::engine::{Engine, WorkspaceView};
 use crate::error::{Error, Result};
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Object)]
 pub struct RegisterRequest {
     /// 1 to 128 characters from `[A-Za-z0-9._:-]` (a UUID in practice).
-    pub workspace_id: String,
+    pub workspace_id: Text,
     /// Provider keys to create with it.
     #[oai(default)]
     pub providers: Vec<ProviderInput>,
@@ -26,7 +27,7 @@ impl TryFrom<RegisterRequest> for NewWorkspace {
     type Error = Error;
     fn try_from(r: RegisterRequest) -> Result<Self> {
         Ok(NewWorkspace {
-            id: WorkspaceId::parse(&r.workspace_id)?,
+            id: WorkspaceId::parse(r.workspace_id.as_str())?,
             providers: r
                 .providers
                 .into_iter()

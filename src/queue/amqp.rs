@@ -177,7 +177,10 @@ impl AmqpQueue {
             // A failed declare closes its channel: use a throw-away one.
             let ch = self.channel().await?;
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
             match ch.queue_declare(name.as_str().into(), opts, args).await {
                 Ok(_) => {
                     let _ = ch.close(200, "declared".into()).await;
@@ -304,7 +307,10 @@ impl QueueConsumer for AmqpConsumer {
                         }
                         None => {
                             // Not ours: drop it for good rather than loop on it.
-                            tracing::error!(len = d.data.len(), "unreadable queue entry; rejecting it");
+                            tracing::error!(
+                                len = d.data.len(),
+                                "unreadable queue entry; rejecting it"
+                            );
                             let _ = d
                                 .acker
                                 .reject(lapin::options::BasicRejectOptions { requeue: false })
@@ -417,7 +423,9 @@ impl Queue for AmqpQueue {
         if conn.status().connected() {
             Ok(())
         } else {
-            Err(Error::Unavailable("RabbitMQ connection is recovering".into()))
+            Err(Error::Unavailable(
+                "RabbitMQ connection is recovering".into(),
+            ))
         }
     }
 

@@ -238,11 +238,17 @@ async fn run_mode(
         })
         .collect();
     let (s, b) = app
-        .post("/workspace/register", json!({"workspace_id": ws, "providers": providers}))
+        .post(
+            "/workspace/register",
+            json!({"workspace_id": ws, "providers": providers}),
+        )
         .await?;
     anyhow::ensure!(s == 201, "register failed: {b}");
     let (s, b) = app
-        .post(&format!("/workers/scale/{ws}"), json!({"count": args.workers}))
+        .post(
+            &format!("/workers/scale/{ws}"),
+            json!({"count": args.workers}),
+        )
         .await?;
     anyhow::ensure!(s == 200, "scale failed: {b}");
 
@@ -264,7 +270,10 @@ async fn run_mode(
             let sem = Arc::new(Semaphore::new(concurrency));
             let mut tasks = Vec::new();
             let chunks: Vec<(usize, usize)> = match mode {
-                Mode::Batch => (0..m).step_by(batch).map(|i| (i, (i + batch).min(m))).collect(),
+                Mode::Batch => (0..m)
+                    .step_by(batch)
+                    .map(|i| (i, (i + batch).min(m)))
+                    .collect(),
                 _ => (0..m).map(|i| (i, i + 1)).collect(),
             };
             for (lo, hi) in chunks {
@@ -278,8 +287,9 @@ async fn run_mode(
                     let _permit = permit;
                     let t0 = Instant::now();
                     let ok = if mode == Mode::Batch {
-                        let messages: Vec<Value> =
-                            (lo..hi).map(|i| json!({"prompt": format!("bench #{i}")})).collect();
+                        let messages: Vec<Value> = (lo..hi)
+                            .map(|i| json!({"prompt": format!("bench #{i}")}))
+                            .collect();
                         http.post(format!("{base}/message/publish/batch"))
                             .json(&json!({"workspace_id": ws, "messages": messages}))
                             .send()
@@ -325,9 +335,7 @@ async fn run_mode(
         match tokio::time::timeout_at(deadline, done.recv()).await {
             Err(_) => anyhow::bail!("timed out with {finished}/{m} messages done"),
             Ok(Ok(_)) => finished += 1,
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                finished += n as usize
-            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => finished += n as usize,
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
                 anyhow::bail!("engine stopped")
             }
@@ -339,7 +347,10 @@ async fn run_mode(
     }
     let elapsed = start.elapsed();
     let publish_failures = publisher.await?;
-    anyhow::ensure!(publish_failures == 0, "{publish_failures} publish requests failed");
+    anyhow::ensure!(
+        publish_failures == 0,
+        "{publish_failures} publish requests failed"
+    );
 
     // The stand-in's own log: per key, sorted arrival instants.
     let arrivals: Vec<_> = stand_in
@@ -412,7 +423,11 @@ async fn run_mode(
     })
 }
 
-async fn run_workspaces(args: &Args, db_url: &str, count: usize) -> anyhow::Result<WorkspacesReport> {
+async fn run_workspaces(
+    args: &Args,
+    db_url: &str,
+    count: usize,
+) -> anyhow::Result<WorkspacesReport> {
     let app = start_app(engine_config(args, db_url)).await?;
     let start = Instant::now();
     let sem = Arc::new(Semaphore::new(32));
@@ -478,7 +493,17 @@ fn print_table(r: &Report) {
     if !r.runs.is_empty() {
         println!(
             "{:<7} {:>8} {:>9} {:>10} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8} {:>7}",
-            "mode", "msgs", "secs", "msg/s", "ratio", "pub p50", "pub p99", "disp p50", "disp p99", "util", "over"
+            "mode",
+            "msgs",
+            "secs",
+            "msg/s",
+            "ratio",
+            "pub p50",
+            "pub p99",
+            "disp p50",
+            "disp p99",
+            "util",
+            "over"
         );
         for run in &r.runs {
             println!(
@@ -529,9 +554,16 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", tmp.join("bench.db").display()));
     let mut report = Report {
-        machine_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        machine_cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         database: db_url.split(':').next().unwrap_or_default().to_owned(),
-        queue: if args.rabbitmq_url.is_some() { "rabbitmq" } else { "memory" }.into(),
+        queue: if args.rabbitmq_url.is_some() {
+            "rabbitmq"
+        } else {
+            "memory"
+        }
+        .into(),
         keys: args.keys,
         workers: args.workers,
         latency_ms: args.latency_ms,
