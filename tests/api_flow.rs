@@ -1141,15 +1141,20 @@ async fn messages_naming_a_model_are_sent_only_with_the_key_serving_it() {
 }
 
 #[tokio::test]
-async fn health_reports_the_sqlite_database_and_the_memory_queue() {
+async fn health_reports_the_database_and_the_queue() {
     let app = TestApp::spawn().await;
+    let (database, queue) = if production_backends() {
+        ("postgres", "rabbitmq")
+    } else {
+        ("sqlite", "memory")
+    };
     let (status, h) = app.get("/health").await;
     assert_eq!(status, 200, "{h}");
     assert_eq!(h["success"], true);
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["database"]["backend"], "sqlite");
+    assert_eq!(h["database"]["backend"], database);
     assert_eq!(h["database"]["ok"], true);
-    assert_eq!(h["queue"]["backend"], "memory");
+    assert_eq!(h["queue"]["backend"], queue);
     assert_eq!(h["queue"]["ok"], true);
     app.stop().await;
 }

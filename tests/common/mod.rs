@@ -1,4 +1,7 @@
-//! Test helpers: `TestApp::spawn()` starts the real server on port 0 over a fresh SQLite file;
+//! Test helpers: `TestApp::spawn()` starts the real server on port 0 over fresh backends: a
+//! SQLite file and the in-process queue by default, or, with `AIRL_TEST_BACKEND=production`, a
+//! new PostgreSQL database on `TEST_DATABASE_URL` and uniquely named queues on
+//! `TEST_RABBITMQ_URL` (CI runs the HTTP suites both ways);
 //! `StandIn::start()` starts a stand-in OpenAI chat-completions server on 127.0.0.1 that records
 //! every arrival and can be scripted to answer errors.
 #![allow(dead_code)]
@@ -236,17 +239,81 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
+/// True when the HTTP suites run on PostgreSQL + RabbitMQ (`AIRL_TEST_BACKEND=production`).
+pub fn production_backends() -> bool {
+    std::env::var("AIRL_TEST_BACKEND").is_ok_and(|v| v == "production")
+}
+
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!("AIRL_TEST_BACKEND=production needs {name}"),
+    }
+}
+
+/// A new, empty PostgreSQL database on the server `TEST_DATABASE_URL` names; its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin_url = required_env("TEST_DATABASE_URL");
+    let name = format!("airl_http_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to TEST_DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let _ = admin.close().await;
+    let mut url = reqwest::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// Drops a test database made by [`fresh_postgres_database`] (best effort).
+pub async fn drop_postgres_database(url: &str) {
+    use sqlx::Connection;
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return;
+    };
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if !name.starts_with("airl_http_") {
+        return;
+    }
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&required_env("TEST_DATABASE_URL")).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await;
+        let _ = admin.close().await;
+    }
+}
+
 impl TestApp {
-    /// Starts a server on port 0 over a fresh SQLite file in a temporary directory.
+    /// Starts a server on port 0 over fresh backends (see the module docs).
     pub async fn spawn() -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let url = if production_backends() {
+            fresh_postgres_database().await
+        } else {
+            format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display())
+        };
         Self::spawn_on(url, dir).await
     }
 
     /// Starts a server over an existing database (a restart).
     pub async fn spawn_on(database_url: String, dir: Arc<tempfile::TempDir>) -> Self {
         let mut config = EngineConfig::new(database_url.clone());
+        if production_backends() {
+            config.rabbitmq_url = Some(required_env("TEST_RABBITMQ_URL"));
+            // Queue names unique to this app (and stable across its restarts).
+            config.queue_prefix = format!(
+                "airl-test-{}",
+                dir.path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("x")
+            );
+        }
         config.retry = fast_retry();
         config.max_workers = 64;
         // Tests run in parallel on a loaded 2-core machine: a wider transport guard than the
@@ -278,6 +345,14 @@ impl TestApp {
 
     /// Stops the server and the engine (graceful).
     pub async fn stop(mut self) {
+        if production_backends() {
+            // Leave no queues behind on the shared broker.
+            if let Ok(views) = self.engine.list_workspaces(None).await {
+                for v in views {
+                    let _ = self.engine.delete_workspace(&v.workspace.id).await;
+                }
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -285,6 +360,9 @@ impl TestApp {
             let _ = s.await;
         }
         self.engine.shutdown(Duration::from_secs(5)).await;
+        if production_backends() && self.database_url.starts_with("postgres") {
+            drop_postgres_database(&self.database_url).await;
+        }
     }
 
     pub async fn request(
