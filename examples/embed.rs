@@ -36,6 +36,8 @@ pub async fn run() -> anyhow::Result<Vec<Message>> {
                 api_key: ApiKey::parse("mock-key-not-secret")?,
                 // At most 2 requests in any 1-second window.
                 rate_limit: RateLimit::new(2, RatePeriod::from_name("second")?)?,
+                // No token limit (`Some(n)`: at most n tokens in any such window).
+                token_limit: None,
                 config: KeyConfig {
                     model: "mock-echo".into(),
                     ..Default::default()

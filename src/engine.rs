@@ -181,10 +181,34 @@ impl Engine {
                 async move { store.complete_messages(&batch).await }
             })
         };
+        let claims = {
+            let store = store.clone();
+            BatchWriter::spawn(512, move |ids: Vec<Uuid>| {
+                let store = store.clone();
+                async move {
+                    let mut claimed: std::collections::HashMap<Uuid, Message> = store
+                        .claim_messages(&ids, now())
+                        .await?
+                        .into_iter()
+                        .map(|m| (m.id, m))
+                        .collect();
+                    Ok(ids.iter().map(|id| claimed.remove(id)).collect())
+                }
+            })
+        };
+        let inserts = {
+            let store = store.clone();
+            BatchWriter::spawn(512, move |msgs: Vec<Message>| {
+                let store = store.clone();
+                async move { store.insert_messages(&msgs).await }
+            })
+        };
         let deps = Arc::new(Deps {
             limit_guard: config.limit_guard,
             grants,
             finals,
+            claims,
+            inserts,
             store,
             queue,
             providers: Providers::new(http),
@@ -477,7 +501,8 @@ impl Engine {
             .await?;
         let message = Message::new(new, now());
         let deps = &self.inner.deps;
-        match deps.store.insert_message(&message).await? {
+        // Concurrent publishes share one transaction (group commit).
+        match deps.inserts.write(message.clone()).await? {
             Inserted::Existing(existing) => {
                 if existing.workspace_id != message.workspace_id {
                     return Err(Error::Conflict(format!(

@@ -140,6 +140,7 @@ macro_rules! storage_tests {
                 deletes_keys,
                 secrets_round_trip_exactly,
                 key_config_round_trips,
+                token_limit_round_trips,
                 inserts_and_gets_messages,
                 message_of_a_missing_workspace_is_refused,
                 insert_message_is_idempotent,

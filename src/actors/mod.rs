@@ -39,7 +39,7 @@ use uuid::Uuid;
 pub(crate) use supervisor::{Supervisor, SupervisorMsg};
 pub(crate) use workspace::WorkspaceMsg;
 
-use crate::domain::WorkspaceId;
+use crate::domain::{Message, WorkspaceId};
 use crate::providers::Providers;
 use crate::queue::Queue;
 use crate::store::{BatchWriter, Completion, Store};
@@ -87,4 +87,8 @@ pub(crate) struct Deps {
     pub grants: BatchWriter<(Uuid, DateTime<Utc>)>,
     /// Group commit of final states.
     pub finals: BatchWriter<(Uuid, Completion)>,
+    /// Group commit of claims (load + mark `processing`); `None`: final or gone.
+    pub claims: BatchWriter<Uuid, Option<Message>>,
+    /// Group commit of published messages.
+    pub inserts: BatchWriter<Message, crate::store::Inserted>,
 }

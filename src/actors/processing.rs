@@ -15,7 +15,7 @@ use super::Deps;
 use super::provider_key::{Permit, PermitDenied};
 use super::workspace::{KeyOutcome, WorkspaceMsg};
 use crate::domain::{Message, MessageResult, MessageStatus, ResponseFormat};
-use crate::providers::{CompletionRequest, ProviderError};
+use crate::providers::{Completion as ProviderCompletion, CompletionRequest, ProviderError};
 use crate::store::Completion;
 
 /// What became of a delivery.
@@ -36,25 +36,16 @@ pub(crate) async fn process(
     workspace: &ActorRef<WorkspaceMsg>,
     id: Uuid,
 ) -> Processed {
-    let msg = match deps.store.get_message(id).await {
+    // Load and mark `processing` in one (group-committed) statement; a final or deleted
+    // message is not returned.
+    let msg = match deps.claims.write(id).await {
         Ok(Some(m)) => m,
         Ok(None) => return Processed::Skipped,
         Err(e) => {
-            tracing::error!(message_id = %id, error = %e, "cannot load message");
+            tracing::error!(message_id = %id, error = %e, "cannot claim message");
             return Processed::Retry;
         }
     };
-    if msg.status.is_final() {
-        return Processed::Skipped;
-    }
-    match deps.store.mark_processing(id, crate::engine::now()).await {
-        Ok(true) => {}
-        Ok(false) => return Processed::Skipped,
-        Err(e) => {
-            tracing::error!(message_id = %id, error = %e, "cannot mark message processing");
-            return Processed::Retry;
-        }
-    }
     let done = match call_until_final(deps, workspace, &msg).await {
         Ok(done) => done,
         Err(back) => return back,
@@ -71,11 +62,27 @@ pub(crate) async fn process(
     }
 }
 
-/// Estimated tokens of a request: prompt length / 4 plus the request's `max_tokens`.
+/// The prompt part of a request's token estimate (`MessageRequest::estimated_prompt_tokens`: the
+/// bytes sent / 4, rounded up). The permit is asked for before a key is chosen, so the
+/// completion part (the key's `max_tokens`) is added by the key that grants it
+/// (`provider_key::reservation`).
 fn estimate_tokens(msg: &Message) -> u64 {
-    let chars =
-        msg.request.user_text().len() + msg.request.system_prompt.as_deref().map_or(0, str::len);
-    (chars / 4) as u64
+    msg.request.estimated_prompt_tokens()
+}
+
+/// What a call cost its key's token window, to reconcile the grant's reservation with:
+/// - a success: the provider's reported `total_tokens` (`None` when it reported no usage: the
+///   reservation stands);
+/// - an error answer (429, 401/403, other 4xx, 5xx) or a connection failure: 0, the provider
+///   generated nothing, so the whole reservation is given back;
+/// - a timeout: `None`, the provider may have done the work; the reservation stands and ages out
+///   with the window.
+fn tokens_used(result: &Result<ProviderCompletion, ProviderError>, timed_out: bool) -> Option<u64> {
+    match result {
+        Ok(c) => c.usage.map(|u| u.total_tokens),
+        Err(_) if timed_out => None,
+        Err(_) => Some(0),
+    }
 }
 
 /// Asks the workspace for a permit; `None` when the engine is stopping.
@@ -89,7 +96,7 @@ async fn acquire(
         let (tx, rx) = oneshot::channel();
         let sent = workspace.cast(WorkspaceMsg::Acquire {
             model: msg.request.model.clone(),
-            tokens: estimate_tokens(msg),
+            prompt_tokens: estimate_tokens(msg),
             reply: tx,
         });
         if sent.is_err() {
@@ -157,6 +164,8 @@ async fn call_until_final(
         // The grant is stored before the request leaves, so a restarted engine still counts it.
         if let Err(e) = deps.grants.write((key.id, crate::engine::now())).await {
             tracing::error!(key_id = %key.id, error = %e, "cannot record the grant; not sending");
+            // Nothing is sent: the reservation goes back.
+            permit.used(0);
             return Err(Processed::Retry);
         }
         let req = CompletionRequest {
@@ -175,8 +184,13 @@ async fn call_until_final(
         // The window counts from when the request really leaves, not from the grant.
         permit.sent(tokio::time::Instant::now());
         let call = tokio::time::timeout(key.config.timeout(), provider.complete(&key, &req)).await;
+        let timed_out = call.is_err();
         let result = call
             .unwrap_or_else(|_| Err(ProviderError::Transient("provider call timed out".into())));
+        // Reconciled before any outcome is reported or the next permit asked for.
+        if let Some(tokens) = tokens_used(&result, timed_out) {
+            permit.used(tokens);
+        }
         match result {
             Ok(c) => {
                 attempts += 1;

@@ -38,7 +38,8 @@ pub(crate) enum WorkspaceMsg {
     /// A worker wants a permit for `model` (`None`: any key).
     Acquire {
         model: Option<String>,
-        tokens: u64,
+        /// The prompt part of the token estimate; each key adds its completion allowance.
+        prompt_tokens: u64,
         reply: oneshot::Sender<Result<Permit, PermitDenied>>,
     },
     /// A worker reports what a call on `key_id` did.
@@ -345,12 +346,12 @@ impl Actor for WorkspaceActor {
         match msg {
             WorkspaceMsg::Acquire {
                 model,
-                tokens,
+                prompt_tokens,
                 reply,
             } => {
                 state
                     .route(PermitRequest {
-                        tokens,
+                        prompt_tokens,
                         model,
                         reply,
                     })

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
@@ -11,7 +12,8 @@ use super::ApiTags;
 use super::error::ApiError;
 use super::types::{Period, Text};
 use crate::domain::{
-    ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit, WorkspaceId,
+    ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit,
+    WorkspaceId, parse_token_limit,
 };
 use crate::engine::Engine;
 use crate::error::Error;
@@ -89,6 +91,11 @@ pub struct ProviderInput {
     pub rate_limit: i64,
     /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
     pub rate_limit_period: Period,
+    /// Tokens allowed in any window of `rate_limit_period` (>= 1; absent or null: not limited).
+    /// Each request reserves the bytes of its text / 4 (rounded up) plus `config.max_tokens`
+    /// (default 256; Anthropic 1024) when it is granted; the provider's reported usage replaces
+    /// the reservation after the call.
+    pub token_limit: Option<i64>,
     /// Call settings; `model` is required.
     pub config: KeyConfigDto,
 }
@@ -100,6 +107,7 @@ impl TryFrom<ProviderInput> for NewProviderKey {
             provider: ProviderKind::parse(d.name.as_str())?,
             api_key: ApiKey::parse(d.api_key.as_str())?,
             rate_limit: RateLimit::new(d.rate_limit, d.rate_limit_period.parse()?)?,
+            token_limit: d.token_limit.map(parse_token_limit).transpose()?,
             config: d.config.try_into()?,
         }
         .validate()
@@ -121,6 +129,8 @@ pub struct KeyDto {
     pub rate_limit: i64,
     /// The period, in seconds.
     pub rate_limit_period: i64,
+    /// Tokens allowed per period (null: not limited).
+    pub token_limit: Option<i64>,
     /// Call settings.
     pub config: KeyConfigDto,
     /// False once the provider rejected the key (401/403), until it is updated.
@@ -140,6 +150,7 @@ impl From<&ProviderKey> for KeyDto {
             api_key: k.api_key.masked(),
             rate_limit: i64::from(k.rate_limit.requests),
             rate_limit_period: k.rate_limit.period.seconds() as i64,
+            token_limit: k.token_limit.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
             config: KeyConfigDto::from(&k.config),
             healthy: k.healthy,
             created_at: k.created_at,
@@ -162,6 +173,8 @@ pub struct AddKeyRequest {
     pub rate_limit: i64,
     /// Window length: integer seconds, or `"second"`, `"minute"`, `"hour"`, `"day"`.
     pub rate_limit_period: Period,
+    /// Tokens allowed in any window of `rate_limit_period` (>= 1; absent or null: not limited).
+    pub token_limit: Option<i64>,
     /// Call settings; `model` is required.
     pub config: KeyConfigDto,
 }
@@ -177,6 +190,9 @@ pub struct UpdateKeyRequest {
     pub rate_limit: Option<i64>,
     /// New period: integer seconds or a unit name; applies at once.
     pub rate_limit_period: Option<Period>,
+    /// New token limit per period (>= 1); `null` removes it (tokens no longer limited); absent
+    /// keeps it. Applies at once.
+    pub token_limit: MaybeUndefined<i64>,
     /// New call settings (replace the old ones).
     pub config: Option<KeyConfigDto>,
 }
@@ -201,6 +217,11 @@ impl TryFrom<UpdateKeyRequest> for KeyUpdate {
                 .as_ref()
                 .map(Period::parse)
                 .transpose()?,
+            token_limit: match d.token_limit {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(t) => Some(Some(t)),
+            },
             config: d.config.map(KeyConfig::try_from).transpose()?,
         };
         Ok(update)
@@ -287,6 +308,7 @@ impl ProviderKeysApi {
             api_key: b.api_key,
             rate_limit: b.rate_limit,
             rate_limit_period: b.rate_limit_period,
+            token_limit: b.token_limit,
             config: b.config,
         })?;
         let key = self.engine()?.add_key(&workspace, new).await?;

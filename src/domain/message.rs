@@ -134,6 +134,20 @@ impl MessageRequest {
             _ => self.prompt.clone(),
         }
     }
+
+    /// The prompt part of a token estimate: the UTF-8 length of all the text the provider
+    /// receives (the system prompt, the prompt, and the blank line plus content when there is
+    /// content) divided by 4, rounded up (about four bytes a token for English text).
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let content = self
+            .content
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map_or(0, |c| c.len() + 2);
+        let system = self.system_prompt.as_deref().map_or(0, str::len);
+        let bytes = self.prompt.len() + content + system;
+        u64::try_from(bytes).unwrap_or(u64::MAX).div_ceil(4)
+    }
 }
 
 /// A message to publish.
@@ -220,6 +234,31 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prompt_estimate_is_every_byte_sent_over_four_rounded_up() {
+        let mut r = MessageRequest {
+            prompt: "abcd".into(),
+            ..Default::default()
+        };
+        assert_eq!(r.estimated_prompt_tokens(), 1);
+        r.prompt = "abcde".into();
+        assert_eq!(r.estimated_prompt_tokens(), 2);
+        // An empty content adds nothing; a content adds itself and the blank line before it.
+        r.content = Some(String::new());
+        assert_eq!(r.estimated_prompt_tokens(), 2);
+        r.content = Some("x".into());
+        assert_eq!(r.user_text().len(), 8);
+        assert_eq!(r.estimated_prompt_tokens(), 2);
+        r.system_prompt = Some("s".into());
+        assert_eq!(r.estimated_prompt_tokens(), 3);
+        // Bytes, not characters: "é" is two bytes.
+        let accents = MessageRequest {
+            prompt: "éééé".into(),
+            ..Default::default()
+        };
+        assert_eq!(accents.estimated_prompt_tokens(), 2);
+    }
 
     #[test]
     fn user_text_joins_prompt_and_content_with_a_blank_line() {

@@ -14,6 +14,7 @@ pub use message::{
 };
 pub use provider_key::{
     ApiKey, KeyConfig, KeyUpdate, NewProviderKey, ProviderKey, ProviderKind, RateLimit, RatePeriod,
+    parse_token_limit,
 };
 pub use worker::{WorkerInfo, WorkerState};
 pub use workspace::{NewWorkspace, Workspace, WorkspaceId};

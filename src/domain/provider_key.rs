@@ -171,6 +171,23 @@ impl RateLimit {
     }
 }
 
+/// Validates a token limit (tokens per `rate_limit_period`): at least 1, and at most
+/// `i64::MAX` so that every backend can store it.
+pub fn parse_token_limit(tokens: i64) -> Result<u64> {
+    u64::try_from(tokens)
+        .ok()
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| Error::Validation("token_limit must be an integer of at least 1".into()))
+}
+
+/// Checks an already typed token limit (see [`parse_token_limit`]).
+fn check_token_limit(limit: Option<u64>) -> Result<()> {
+    match limit {
+        Some(t) => parse_token_limit(i64::try_from(t).unwrap_or(-1)).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// A provider API key. Its `Debug` output is masked, so it cannot leak through logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -304,6 +321,10 @@ pub struct ProviderKey {
     pub api_key: ApiKey,
     /// Its request limit.
     pub rate_limit: RateLimit,
+    /// Tokens allowed in any window of the rate limit's period (`None`: tokens are not limited).
+    /// Each request reserves an estimate when it is granted (prompt bytes / 4 plus the key's
+    /// completion allowance), reconciled with the provider's reported usage afterwards.
+    pub token_limit: Option<u64>,
     /// Call settings.
     pub config: KeyConfig,
     /// False once the provider rejected the key (401/403) until the key is updated.
@@ -323,15 +344,19 @@ pub struct NewProviderKey {
     pub api_key: ApiKey,
     /// Its request limit.
     pub rate_limit: RateLimit,
+    /// Its token limit per period, if any (`>= 1`).
+    pub token_limit: Option<u64>,
     /// Call settings.
     pub config: KeyConfig,
 }
 
 impl NewProviderKey {
     /// Checks that the config carries what the provider needs (e.g. Azure's `endpoint` and
-    /// `api_version`). The API runs it on every key it accepts; embedders should too.
+    /// `api_version`) and that a token limit is at least 1. The API runs it on every key it
+    /// accepts; embedders should too.
     pub fn validate(self) -> Result<Self> {
         self.provider.check_config(&self.config)?;
+        check_token_limit(self.token_limit)?;
         Ok(self)
     }
 
@@ -343,6 +368,7 @@ impl NewProviderKey {
             provider: self.provider,
             api_key: self.api_key,
             rate_limit: self.rate_limit,
+            token_limit: self.token_limit,
             config: self.config,
             healthy: true,
             created_at: now,
@@ -362,6 +388,9 @@ pub struct KeyUpdate {
     pub rate_limit: Option<i64>,
     /// New period.
     pub rate_limit_period: Option<RatePeriod>,
+    /// New token limit: `None` keeps it, `Some(None)` removes it (tokens no longer limited),
+    /// `Some(Some(n))` sets it (validated: `n >= 1`).
+    pub token_limit: Option<Option<i64>>,
     /// New config (replaces the whole config).
     pub config: Option<KeyConfig>,
 }
@@ -381,6 +410,9 @@ impl KeyUpdate {
             .unwrap_or(i64::from(key.rate_limit.requests));
         let period = self.rate_limit_period.unwrap_or(key.rate_limit.period);
         key.rate_limit = RateLimit::new(requests, period)?;
+        if let Some(limit) = self.token_limit {
+            key.token_limit = limit.map(parse_token_limit).transpose()?;
+        }
         if let Some(c) = self.config {
             key.config = c.validate()?;
         }
@@ -494,6 +526,7 @@ mod tests {
             provider,
             api_key: ApiKey::parse("sk-test-1234567890abcd").unwrap(),
             rate_limit: RateLimit::new(1, RatePeriod::from_seconds(1).unwrap()).unwrap(),
+            token_limit: None,
             config,
         }
     }
@@ -573,6 +606,49 @@ mod tests {
         let k = to_azure_with_config.apply(key, Utc::now()).unwrap();
         assert_eq!(k.provider, ProviderKind::Azure);
         assert_eq!(k.config.deployment(), "prod-4o");
+    }
+
+    #[test]
+    fn a_token_limit_is_at_least_one_and_may_be_set_changed_or_cleared() {
+        assert_eq!(parse_token_limit(1).unwrap(), 1);
+        assert_eq!(parse_token_limit(i64::MAX).unwrap(), i64::MAX as u64);
+        assert!(parse_token_limit(0).is_err());
+        assert!(parse_token_limit(-3).is_err());
+        let config = KeyConfig {
+            model: "m".into(),
+            ..Default::default()
+        };
+        let mut new = new_key(ProviderKind::OpenAi, config);
+        assert!(new.clone().validate().is_ok());
+        new.token_limit = Some(0);
+        assert!(new.clone().validate().is_err());
+        new.token_limit = Some(u64::MAX);
+        assert!(new.clone().validate().is_err());
+        new.token_limit = Some(1000);
+        let key = new
+            .validate()
+            .unwrap()
+            .into_key(WorkspaceId::parse("ws").unwrap(), Utc::now());
+        assert_eq!(key.token_limit, Some(1000));
+
+        let update = |token_limit| KeyUpdate {
+            token_limit,
+            ..Default::default()
+        };
+        let kept = update(None).apply(key.clone(), Utc::now()).unwrap();
+        assert_eq!(kept.token_limit, Some(1000));
+        let changed = update(Some(Some(5)))
+            .apply(key.clone(), Utc::now())
+            .unwrap();
+        assert_eq!(changed.token_limit, Some(5));
+        let cleared = update(Some(None)).apply(key.clone(), Utc::now()).unwrap();
+        assert_eq!(cleared.token_limit, None);
+        assert!(
+            update(Some(Some(0)))
+                .apply(key.clone(), Utc::now())
+                .is_err()
+        );
+        assert!(update(Some(Some(-1))).apply(key, Utc::now()).is_err());
     }
 
     #[test]

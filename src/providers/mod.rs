@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use crate::domain::{ApiKey, ProviderKey, ProviderKind, Usage};
 
 pub use anthropic::AnthropicProvider;
+pub(crate) use anthropic::DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS;
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
 pub use rate_headers::{parse_reset_duration, parse_reset_timestamp, parse_retry_after};

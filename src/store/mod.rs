@@ -116,7 +116,12 @@ pub trait MessageStore: Send + Sync {
     /// Inserts many messages in one transaction (batch publish); per message, as
     /// [`MessageStore::insert_message`].
     async fn insert_messages(&self, msgs: &[Message]) -> Result<Vec<Inserted>>;
-    /// Stores many final states in one transaction; per item, whether it was written.
+    /// Claims messages for processing: every one that is not final is marked `processing`
+    /// (keeping its first `started_at`) and returned; final or unknown ids are left out. One
+    /// statement for the whole batch: this is the worker's load.
+    async fn claim_messages(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Message>>;
+    /// Stores many final states in one transaction; per item, whether it was written (a
+    /// repeated id counts once, its first completion).
     async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>>;
     /// A page of a workspace's messages, optionally of one status.
     async fn list_messages(

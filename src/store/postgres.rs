@@ -30,7 +30,7 @@ use super::{
 };
 use crate::domain::{
     ApiKey, KeyConfig, Message, MessageRequest, MessageResult, MessageStatus, ProviderKey,
-    ProviderKind, RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId,
+    ProviderKind, RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId, parse_token_limit,
 };
 use crate::error::{Error, Result};
 
@@ -202,6 +202,7 @@ struct KeyRow {
     api_key: String,
     rate_limit: i64,
     rate_limit_period: i64,
+    token_limit: Option<i64>,
     config: Json<ConfigJson>,
     healthy: bool,
     created_at: DateTime<Utc>,
@@ -222,6 +223,11 @@ impl TryFrom<KeyRow> for ProviderKey {
                 RatePeriod::from_seconds(r.rate_limit_period).map_err(corrupt)?,
             )
             .map_err(corrupt)?,
+            token_limit: r
+                .token_limit
+                .map(parse_token_limit)
+                .transpose()
+                .map_err(corrupt)?,
             config: KeyConfig::from(r.config.0),
             healthy: r.healthy,
             created_at: r.created_at,
@@ -341,8 +347,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// The columns of [`KeyRow`], as a literal so queries stay `&'static str`.
 macro_rules! key_columns {
     () => {
-        "key_id, workspace_id, provider, api_key, rate_limit, rate_limit_period, config, \
-         healthy, created_at, updated_at"
+        "key_id, workspace_id, provider, api_key, rate_limit, rate_limit_period, token_limit, \
+         config, healthy, created_at, updated_at"
     };
 }
 
@@ -353,6 +359,12 @@ macro_rules! message_columns {
          sequence_index, html_tag, response_format, result, error, attempts, key_id, \
          created_at, started_at, completed_at"
     };
+}
+
+/// The `token_limit` column of a key (the domain keeps it within `i64`).
+fn token_limit_column(key: &ProviderKey) -> Option<i64> {
+    key.token_limit
+        .map(|t| i64::try_from(t).unwrap_or(i64::MAX))
 }
 
 fn check_key(key: &ProviderKey) -> Result<()> {
@@ -375,7 +387,7 @@ where
     sqlx::query(concat!(
         "INSERT INTO provider_keys (",
         key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(key.id)
     .bind(key.workspace_id.as_str())
@@ -383,6 +395,7 @@ where
     .bind(key.api_key.expose())
     .bind(i64::from(key.rate_limit.requests))
     .bind(key.rate_limit.period.seconds() as i64)
+    .bind(token_limit_column(key))
     .bind(Json(ConfigJson::from(&key.config)))
     .bind(key.healthy)
     .bind(key.created_at)
@@ -563,13 +576,14 @@ impl ProviderKeyStore for PostgresStore {
         check_key(key)?;
         let r = sqlx::query(
             "UPDATE provider_keys SET provider = $1, api_key = $2, rate_limit = $3, \
-             rate_limit_period = $4, config = $5, healthy = $6, updated_at = $7 \
-             WHERE key_id = $8",
+             rate_limit_period = $4, token_limit = $5, config = $6, healthy = $7, \
+             updated_at = $8 WHERE key_id = $9",
         )
         .bind(key.provider.as_str())
         .bind(key.api_key.expose())
         .bind(i64::from(key.rate_limit.requests))
         .bind(key.rate_limit.period.seconds() as i64)
+        .bind(token_limit_column(key))
         .bind(Json(ConfigJson::from(&key.config)))
         .bind(key.healthy)
         .bind(key.updated_at)
@@ -713,13 +727,68 @@ impl MessageStore for PostgresStore {
     }
 
     async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(done.len());
-        for (id, c) in done {
-            out.push(complete_with(&mut *tx, *id, c).await?);
+        // One statement for the batch; the first completion of a repeated id counts.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&(Uuid, Completion)> =
+            done.iter().filter(|(id, _)| seen.insert(*id)).collect();
+        let mut ids = Vec::with_capacity(firsts.len());
+        let mut statuses = Vec::with_capacity(firsts.len());
+        let mut results: Vec<Option<String>> = Vec::with_capacity(firsts.len());
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(firsts.len());
+        let mut attempts = Vec::with_capacity(firsts.len());
+        let mut keys: Vec<Option<Uuid>> = Vec::with_capacity(firsts.len());
+        let mut times = Vec::with_capacity(firsts.len());
+        for (id, c) in firsts {
+            ids.push(*id);
+            statuses.push(c.status.as_str().to_owned());
+            results.push(
+                c.result
+                    .as_ref()
+                    .map(|r| {
+                        serde_json::to_string(&ResultJson::from(&clean_result(r)))
+                            .map_err(|e| Error::Internal(format!("cannot encode a result: {e}")))
+                    })
+                    .transpose()?,
+            );
+            errors.push(c.error.as_deref().map(clean));
+            attempts.push(i64::from(c.attempts));
+            keys.push(c.key_id);
+            times.push(c.completed_at);
         }
-        tx.commit().await?;
-        Ok(out)
+        let written: Vec<(Uuid,)> = sqlx::query_as(
+            "UPDATE messages m SET status = v.status, result = v.result::jsonb, error = v.error, \
+             attempts = v.attempts, key_id = v.key_id, completed_at = v.completed_at \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                         $6::uuid[], $7::timestamptz[]) \
+                  AS v (id, status, result, error, attempts, key_id, completed_at) \
+             WHERE m.message_id = v.id AND m.status IN ('pending', 'processing') \
+             RETURNING m.message_id",
+        )
+        .bind(ids)
+        .bind(statuses)
+        .bind(results)
+        .bind(errors)
+        .bind(attempts)
+        .bind(keys)
+        .bind(times)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut written: std::collections::HashSet<Uuid> =
+            written.into_iter().map(|(id,)| id).collect();
+        Ok(done.iter().map(|(id, _)| written.remove(id)).collect())
+    }
+
+    async fn claim_messages(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages SET status = 'processing', started_at = COALESCE(started_at, $1) \
+             WHERE message_id = ANY($2) AND status IN ('pending', 'processing') RETURNING ",
+            message_columns!()
+        ))
+        .bind(at)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Message::try_from).collect()
     }
 
     async fn list_messages(

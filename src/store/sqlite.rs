@@ -19,7 +19,7 @@ use super::{
 };
 use crate::domain::{
     ApiKey, KeyConfig, Message, MessageRequest, MessageStatus, ProviderKey, ProviderKind,
-    RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId,
+    RateLimit, RatePeriod, ResponseFormat, Workspace, WorkspaceId, parse_token_limit,
 };
 use crate::error::{Error, Result};
 
@@ -41,7 +41,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages served from memory instead of a pread per page (measured: reads were ~5%
+            // of the embedded benchmark's CPU), a larger page cache, temp tables in memory.
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
@@ -83,6 +88,7 @@ struct KeyRow {
     api_key: String,
     rate_limit: i64,
     rate_limit_period: i64,
+    token_limit: Option<i64>,
     config: String,
     healthy: bool,
     created_at: DateTime<Utc>,
@@ -103,6 +109,11 @@ impl TryFrom<KeyRow> for ProviderKey {
                 RatePeriod::from_seconds(r.rate_limit_period).map_err(corrupt)?,
             )
             .map_err(corrupt)?,
+            token_limit: r
+                .token_limit
+                .map(parse_token_limit)
+                .transpose()
+                .map_err(corrupt)?,
             config: KeyConfig::from(decode::<ConfigJson>(&r.config)?),
             healthy: r.healthy,
             created_at: r.created_at,
@@ -165,6 +176,15 @@ impl TryFrom<MessageRow> for Message {
     }
 }
 
+/// Rows per multi-row statement (12 columns x 500 stays far below SQLite's variable limit).
+const CHUNK: usize = 500;
+
+/// `(?, ?), (?, ?)` for `rows` rows of `cols` values.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
 fn from_micros(us: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| Error::Storage(format!("corrupt timestamp {us}")))
@@ -178,7 +198,13 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-const KEY_COLUMNS: &str = "key_id, workspace_id, provider, api_key, rate_limit, rate_limit_period, config, healthy, created_at, updated_at";
+const KEY_COLUMNS: &str = "key_id, workspace_id, provider, api_key, rate_limit, rate_limit_period, token_limit, config, healthy, created_at, updated_at";
+
+/// The `token_limit` column of a key (the domain keeps it within `i64`).
+fn token_limit_column(key: &ProviderKey) -> Option<i64> {
+    key.token_limit
+        .map(|t| i64::try_from(t).unwrap_or(i64::MAX))
+}
 
 async fn insert_key_with<'e, E>(exec: E, key: &ProviderKey) -> Result<()>
 where
@@ -186,8 +212,8 @@ where
 {
     sqlx::query(
         "INSERT INTO provider_keys (key_id, workspace_id, provider, api_key, rate_limit, \
-         rate_limit_period, config, healthy, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         rate_limit_period, token_limit, config, healthy, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.to_string())
     .bind(key.workspace_id.as_str())
@@ -195,6 +221,7 @@ where
     .bind(key.api_key.expose())
     .bind(i64::from(key.rate_limit.requests))
     .bind(key.rate_limit.period.seconds() as i64)
+    .bind(token_limit_column(key))
     .bind(encode(&ConfigJson::from(&key.config))?)
     .bind(key.healthy)
     .bind(key.created_at)
@@ -297,12 +324,14 @@ impl ProviderKeyStore for SqliteStore {
     async fn update_key(&self, key: &ProviderKey) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE provider_keys SET provider = ?, api_key = ?, rate_limit = ?, \
-             rate_limit_period = ?, config = ?, healthy = ?, updated_at = ? WHERE key_id = ?",
+             rate_limit_period = ?, token_limit = ?, config = ?, healthy = ?, updated_at = ? \
+             WHERE key_id = ?",
         )
         .bind(key.provider.as_str())
         .bind(key.api_key.expose())
         .bind(i64::from(key.rate_limit.requests))
         .bind(key.rate_limit.period.seconds() as i64)
+        .bind(token_limit_column(key))
         .bind(encode(&ConfigJson::from(&key.config))?)
         .bind(key.healthy)
         .bind(key.updated_at)
@@ -331,12 +360,16 @@ impl ProviderKeyStore for SqliteStore {
 
     async fn record_grants(&self, grants: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for (key, at) in grants {
-            sqlx::query("INSERT INTO key_grants (key_id, granted_at_us) VALUES (?, ?)")
-                .bind(key.to_string())
-                .bind(at.timestamp_micros())
-                .execute(&mut *tx)
-                .await?;
+        for chunk in grants.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO key_grants (key_id, granted_at_us) VALUES {}",
+                placeholders(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (key, at) in chunk {
+                q = q.bind(key.to_string()).bind(at.timestamp_micros());
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -488,15 +521,41 @@ impl MessageStore for SqliteStore {
     }
 
     async fn insert_messages(&self, msgs: &[Message]) -> Result<Vec<Inserted>> {
+        // Multi-row statements: one round trip to SQLite's thread per chunk, not per message.
         let mut tx = self.pool.begin().await?;
-        let mut written = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            written.push(insert_message_with(&mut *tx, m).await?);
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in msgs.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO messages (message_id, workspace_id, status, prompt, content, \
+                 system_prompt, model, sequence_index, html_tag, response_format, attempts, \
+                 created_at) VALUES {} ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                placeholders(chunk.len(), 12)
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                q = q
+                    .bind(m.id.to_string())
+                    .bind(m.workspace_id.as_str())
+                    .bind(m.status.as_str())
+                    .bind(&m.request.prompt)
+                    .bind(&m.request.content)
+                    .bind(&m.request.system_prompt)
+                    .bind(&m.request.model)
+                    .bind(m.request.sequence_index)
+                    .bind(&m.request.html_tag)
+                    .bind(m.request.response_format.as_str())
+                    .bind(0_i64)
+                    .bind(m.created_at);
+            }
+            for (id,) in q.fetch_all(&mut *tx).await? {
+                inserted.insert(id);
+            }
         }
         tx.commit().await?;
         let mut out = Vec::with_capacity(msgs.len());
-        for (m, new) in msgs.iter().zip(written) {
-            out.push(if new {
+        for m in msgs {
+            // The first occurrence of an id was written; a repeat finds it existing.
+            out.push(if inserted.remove(&m.id.to_string()) {
                 Inserted::New
             } else {
                 self.existing(m.id).await?
@@ -506,12 +565,65 @@ impl MessageStore for SqliteStore {
     }
 
     async fn complete_messages(&self, done: &[(Uuid, Completion)]) -> Result<Vec<bool>> {
+        // The first completion of an id in the batch is the one that counts.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&(Uuid, Completion)> =
+            done.iter().filter(|(id, _)| seen.insert(*id)).collect();
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(done.len());
-        for (id, c) in done {
-            out.push(complete_with(&mut *tx, *id, c).await?);
+        let mut written = std::collections::HashSet::new();
+        for chunk in firsts.chunks(CHUNK) {
+            let sql = format!(
+                "WITH v (id, status, result, error, attempts, key_id, completed_at) AS (VALUES {}) \
+                 UPDATE messages SET status = v.status, result = v.result, error = v.error, \
+                 attempts = v.attempts, key_id = v.key_id, completed_at = v.completed_at \
+                 FROM v WHERE messages.message_id = v.id \
+                 AND messages.status IN ('pending', 'processing') RETURNING messages.message_id",
+                placeholders(chunk.len(), 7)
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+            for (id, c) in chunk {
+                let result = c
+                    .result
+                    .as_ref()
+                    .map(|r| encode(&ResultJson::from(r)))
+                    .transpose()?;
+                q = q
+                    .bind(id.to_string())
+                    .bind(c.status.as_str())
+                    .bind(result)
+                    .bind(c.error.clone())
+                    .bind(i64::from(c.attempts))
+                    .bind(c.key_id.map(|k| k.to_string()))
+                    .bind(c.completed_at);
+            }
+            for (id,) in q.fetch_all(&mut *tx).await? {
+                written.insert(id);
+            }
         }
         tx.commit().await?;
+        Ok(done
+            .iter()
+            .map(|(id, _)| written.remove(&id.to_string()))
+            .collect())
+    }
+
+    async fn claim_messages(&self, ids: &[Uuid], at: DateTime<Utc>) -> Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE messages SET status = 'processing', started_at = COALESCE(started_at, ?) \
+                 WHERE message_id IN ({marks}) AND status IN ('pending', 'processing') \
+                 RETURNING {MESSAGE_COLUMNS}"
+            );
+            let mut q = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(sql)).bind(at);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(Message::try_from(row)?);
+            }
+        }
         Ok(out)
     }
 

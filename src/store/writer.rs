@@ -11,14 +11,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
-type Reply = oneshot::Sender<Result<bool>>;
+type Reply<R> = oneshot::Sender<Result<R>>;
 
-/// A handle to a group-commit task writing items of type `T`.
-pub struct BatchWriter<T> {
-    tx: mpsc::UnboundedSender<(T, Reply)>,
+/// A handle to a group-commit task writing items of type `T`, answering each with an `R`.
+pub struct BatchWriter<T, R = bool> {
+    tx: mpsc::UnboundedSender<(T, Reply<R>)>,
 }
 
-impl<T> Clone for BatchWriter<T> {
+impl<T, R> Clone for BatchWriter<T, R> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -26,15 +26,16 @@ impl<T> Clone for BatchWriter<T> {
     }
 }
 
-impl<T: Send + 'static> BatchWriter<T> {
-    /// Spawns the writer task. `write` stores a batch in one transaction and returns, per item,
-    /// whether it was written. The task ends when every handle is dropped.
+impl<T: Send + 'static, R: Send + 'static> BatchWriter<T, R> {
+    /// Spawns the writer task. `write` stores a batch in one transaction and returns one answer
+    /// per item, in order (e.g. whether it was written). The task ends when every handle is
+    /// dropped.
     pub fn spawn<F, Fut>(max_batch: usize, write: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<bool>>> + Send,
+        Fut: Future<Output = Result<Vec<R>>> + Send,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(T, Reply)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(T, Reply<R>)>();
         let max_batch = max_batch.max(1);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -45,11 +46,19 @@ impl<T: Send + 'static> BatchWriter<T> {
                         Err(_) => break,
                     }
                 }
-                let (batch, replies): (Vec<T>, Vec<Reply>) = items.into_iter().unzip();
+                let (batch, replies): (Vec<T>, Vec<Reply<R>>) = items.into_iter().unzip();
                 match write(batch).await {
-                    Ok(written) => {
-                        for (reply, w) in replies.into_iter().zip(written) {
-                            let _ = reply.send(Ok(w));
+                    Ok(answers) if answers.len() == replies.len() => {
+                        for (reply, a) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(a));
+                        }
+                    }
+                    Ok(answers) => {
+                        let msg =
+                            format!("a batch of {} got {} answers", replies.len(), answers.len());
+                        tracing::error!("{msg}");
+                        for reply in replies {
+                            let _ = reply.send(Err(Error::Internal(msg.clone())));
                         }
                     }
                     Err(e) => {
@@ -65,7 +74,7 @@ impl<T: Send + 'static> BatchWriter<T> {
     }
 
     /// Queues one item and waits until its batch is committed.
-    pub async fn write(&self, item: T) -> Result<bool> {
+    pub async fn write(&self, item: T) -> Result<R> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((item, reply))
@@ -112,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_every_write_in_it() {
         let w = BatchWriter::spawn(8, |_items: Vec<u32>| async {
-            Err(Error::Storage("disk full".into()))
+            Err::<Vec<bool>, _>(Error::Storage("disk full".into()))
         });
         let e = w.write(1).await.unwrap_err();
         assert!(e.to_string().contains("disk full"));

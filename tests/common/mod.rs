@@ -69,12 +69,18 @@ impl Scripted {
     }
 }
 
+/// How the default echo's `usage` is made from the request body: `(prompt_tokens,
+/// completion_tokens)`, or `None` to report no usage at all.
+type UsageRule = Arc<dyn Fn(&Value) -> Option<(u64, u64)> + Send + Sync>;
+
 #[derive(Default)]
 struct StandInState {
     arrivals: Mutex<Vec<Arrival>>,
     /// Scripted answers per bearer token, served in order before the default echo.
     scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
     latency: Mutex<Duration>,
+    /// The default echo's usage (unset: 3 prompt + 4 completion tokens).
+    usage: Mutex<Option<UsageRule>>,
 }
 
 /// A stand-in OpenAI server.
@@ -134,14 +140,22 @@ async fn chat(
     } else {
         format!("echo: {user}")
     };
-    Json(json!({
+    let rule = state.usage.lock().unwrap().clone();
+    let usage = rule.map_or(Some((3, 4)), |rule| rule(&body));
+    let mut answer = json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    }))
-    .into_response()
+    });
+    if let Some((prompt, completion)) = usage {
+        answer["usage"] = json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion
+        });
+    }
+    Json(answer).into_response()
 }
 
 impl StandIn {
@@ -196,6 +210,13 @@ impl StandIn {
     /// Delays every answer.
     pub fn set_latency(&self, d: Duration) {
         *self.state.latency.lock().unwrap() = d;
+    }
+
+    /// Makes the default echo report the usage `rule` computes from the request body:
+    /// `(prompt_tokens, completion_tokens)`, or `None` for an answer without `usage`. Without
+    /// it the echo reports 3 prompt + 4 completion tokens.
+    pub fn set_usage(&self, rule: impl Fn(&Value) -> Option<(u64, u64)> + Send + Sync + 'static) {
+        *self.state.usage.lock().unwrap() = Some(Arc::new(rule));
     }
 }
 

@@ -30,7 +30,7 @@ pub fn workspace(id: &str, created_at: DateTime<Utc>) -> Workspace {
     }
 }
 
-/// An OpenAI key of workspace `ws` with every config field set.
+/// An OpenAI key of workspace `ws` with every config field set and a token limit.
 pub fn key(ws: &str, created_at: DateTime<Utc>) -> ProviderKey {
     ProviderKey {
         id: Uuid::new_v4(),
@@ -38,6 +38,7 @@ pub fn key(ws: &str, created_at: DateTime<Utc>) -> ProviderKey {
         provider: ProviderKind::OpenAi,
         api_key: ApiKey::parse("sk-proj-AbCdEf0123456789_xyz-XYZ").unwrap(),
         rate_limit: RateLimit::new(10, RatePeriod::from_seconds(60).unwrap()).unwrap(),
+        token_limit: Some(90_000),
         config: KeyConfig {
             model: "gpt-4o-mini".into(),
             endpoint: Some("http://127.0.0.1:9/v1".into()),

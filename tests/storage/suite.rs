@@ -239,6 +239,8 @@ pub async fn updates_keys(store: S) {
     updated.provider = ProviderKind::Mock;
     updated.api_key = ApiKey::parse("sk-rotated-000000000000").unwrap();
     updated.rate_limit = RateLimit::new(3, RatePeriod::from_seconds(86_400).unwrap()).unwrap();
+    // An update may clear the token limit.
+    updated.token_limit = None;
     updated.config = KeyConfig {
         model: "gpt-4.1".into(),
         ..Default::default()
@@ -343,6 +345,53 @@ pub async fn key_config_round_trips(store: S) {
         store.insert_key(k).await.unwrap();
         let got = store.get_key(k.id).await.unwrap().unwrap();
         assert_eq!(got.config, k.config);
+    }
+}
+
+pub async fn token_limit_round_trips(store: S) {
+    let limited = key("w", at(0, 0));
+    let mut unlimited = key("w", at(1, 0));
+    unlimited.token_limit = None;
+    let mut largest = key("w", at(2, 0));
+    largest.token_limit = Some(i64::MAX as u64);
+    let mut smallest = key("w", at(3, 0));
+    smallest.token_limit = Some(1);
+    store
+        .create_workspace(&workspace("w", at(0, 0)), std::slice::from_ref(&limited))
+        .await
+        .unwrap();
+    for k in [&unlimited, &largest, &smallest] {
+        store.insert_key(k).await.unwrap();
+    }
+    for k in [&limited, &unlimited, &largest, &smallest] {
+        let got = store.get_key(k.id).await.unwrap().unwrap();
+        assert_eq!(got.token_limit, k.token_limit);
+    }
+    let listed: Vec<Option<u64>> = store
+        .list_keys(Some(&wid("w")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.token_limit)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![Some(90_000), None, Some(i64::MAX as u64), Some(1)]
+    );
+
+    // An update sets a limit where there was none, changes one, and clears one.
+    for (k, to) in [
+        (&unlimited, Some(500)),
+        (&limited, Some(7)),
+        (&largest, None),
+    ] {
+        let mut updated = k.clone();
+        updated.token_limit = to;
+        updated.updated_at = at(9, 0);
+        assert!(store.update_key(&updated).await.unwrap());
+        let got = store.get_key(k.id).await.unwrap().unwrap();
+        assert_eq!(got.token_limit, to);
+        assert_eq!(key_us(got), key_us(updated));
     }
 }
 

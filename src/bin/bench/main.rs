@@ -27,6 +27,11 @@ use tokio::time::Instant;
 use stand_in::StandIn;
 use stats::{peak_rss_mib, percentile_ms, rss_mib, windows_over_limit};
 
+/// mimalloc: glibc's malloc was ~10% of the embedded benchmark's CPU (many small, short-lived
+/// allocations across threads).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Single,
