@@ -209,6 +209,8 @@ impl KeyState {
                         };
                         if req.reply.send(Ok(permit)).is_err() {
                             tracing::debug!(key_id = %self.key.id, "worker left before its permit");
+                            // Nothing will be sent on it: its tokens go back.
+                            self.limiter.reconcile(grant, 0);
                         }
                     }
                 }
