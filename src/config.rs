@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Provider calls per message before it fails (429s are not counted).
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
+    /// Milliseconds added to every key's period, absorbing the jitter between a request leaving
+    /// and the provider receiving it (0 measures windows on send times exactly).
+    #[arg(long, env = "LIMIT_GUARD_MS", default_value_t = 5)]
+    pub limit_guard_ms: u64,
     /// Seconds to let workers finish the call in flight at shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -100,6 +104,7 @@ impl ServeArgs {
         c.rabbitmq_url = self.rabbitmq_url.clone().filter(|s| !s.trim().is_empty());
         c.max_workers = self.max_workers;
         c.queue_prefix = self.queue_prefix.clone();
+        c.limit_guard = Duration::from_millis(self.limit_guard_ms);
         c.retry.max_attempts = self.max_attempts.max(1);
         c
     }
