@@ -146,6 +146,7 @@ macro_rules! storage_tests {
                 insert_message_is_idempotent,
                 message_id_of_another_workspace_returns_the_original,
                 mark_processing_keeps_the_first_start,
+                claiming_returns_unfinished_messages_marked_processing,
                 completes_a_message_once,
                 completes_a_pending_message_as_failed,
                 json_results_round_trip,

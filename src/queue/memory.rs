@@ -12,7 +12,12 @@ use super::{Delivery, Queue, QueueConsumer};
 use crate::domain::WorkspaceId;
 use crate::error::{Error, Result};
 
-type Channel = (async_channel::Sender<Uuid>, async_channel::Receiver<Uuid>);
+/// A workspace's queue; the token is cancelled when the queue is deleted.
+type Channel = (
+    async_channel::Sender<Uuid>,
+    async_channel::Receiver<Uuid>,
+    tokio_util::sync::CancellationToken,
+);
 
 /// In-process implementation of [`Queue`].
 #[derive(Debug, Default)]
@@ -29,7 +34,10 @@ impl MemoryQueue {
     fn channel(&self, ws: &WorkspaceId) -> Channel {
         self.queues
             .entry(ws.clone())
-            .or_insert_with(async_channel::unbounded)
+            .or_insert_with(|| {
+                let (tx, rx) = async_channel::unbounded();
+                (tx, rx, tokio_util::sync::CancellationToken::new())
+            })
             .clone()
     }
 
@@ -47,6 +55,8 @@ impl MemoryQueue {
 struct MemoryDelivery {
     id: Uuid,
     requeue: Option<async_channel::Sender<Uuid>>,
+    /// One of its consumer's `prefetch` slots, freed when it is acked or dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for MemoryDelivery {
@@ -73,15 +83,25 @@ impl Delivery for MemoryDelivery {
 struct MemoryConsumer {
     rx: async_channel::Receiver<Uuid>,
     tx: async_channel::Sender<Uuid>,
+    deleted: tokio_util::sync::CancellationToken,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
 impl QueueConsumer for MemoryConsumer {
     async fn next(&mut self) -> Option<Result<Box<dyn Delivery>>> {
-        let id = self.rx.recv().await.ok()?;
+        let slot = tokio::select! {
+            _ = self.deleted.cancelled() => return None,
+            slot = self.slots.clone().acquire_owned() => slot.ok()?,
+        };
+        let id = tokio::select! {
+            _ = self.deleted.cancelled() => return None,
+            id = self.rx.recv() => id.ok()?,
+        };
         Some(Ok(Box::new(MemoryDelivery {
             id,
             requeue: Some(self.tx.clone()),
+            _slot: slot,
         })))
     }
 }
@@ -99,15 +119,25 @@ impl Queue for MemoryQueue {
     async fn consumer(
         &self,
         workspace: &WorkspaceId,
-        _prefetch: u16,
+        prefetch: u16,
     ) -> Result<Box<dyn QueueConsumer>> {
-        let (tx, rx) = self.channel(workspace);
-        Ok(Box::new(MemoryConsumer { rx, tx }))
+        let (tx, rx, deleted) = self.channel(workspace);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(prefetch.max(1).into()));
+        Ok(Box::new(MemoryConsumer {
+            rx,
+            tx,
+            deleted,
+            slots,
+        }))
     }
 
     async fn delete(&self, workspace: &WorkspaceId) -> Result<()> {
-        if let Some((_, (tx, _))) = self.queues.remove(workspace) {
+        if let Some((_, (tx, rx, deleted))) = self.queues.remove(workspace) {
+            // Closed (no send lands after), emptied, and its consumers told: none of them may
+            // hand out a deleted id.
             tx.close();
+            while rx.try_recv().is_ok() {}
+            deleted.cancel();
         }
         Ok(())
     }

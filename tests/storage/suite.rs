@@ -479,6 +479,46 @@ pub async fn message_id_of_another_workspace_returns_the_original(store: S) {
     assert!(store.get_message(m.id).await.unwrap().is_some());
 }
 
+pub async fn claiming_returns_unfinished_messages_marked_processing(store: S) {
+    store
+        .create_workspace(&workspace("w", at(0, 0)), &[])
+        .await
+        .unwrap();
+    let pending = message("w", at(0, 0));
+    let again = message("w", at(1, 0));
+    let done = message("w", at(2, 0));
+    for m in [&pending, &again, &done] {
+        store.insert_message(m).await.unwrap();
+    }
+    assert!(store.mark_processing(again.id, at(5, 0)).await.unwrap());
+    assert!(
+        store
+            .complete_message(done.id, &success(6, None))
+            .await
+            .unwrap()
+    );
+
+    let missing = Uuid::new_v4();
+    let mut claimed = store
+        .claim_messages(&[pending.id, again.id, done.id, missing], at(10, 0))
+        .await
+        .unwrap();
+    claimed.sort_by_key(|m| m.created_at);
+    // The final and the unknown ones are left out; the others come back in full, processing.
+    assert_eq!(
+        claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![pending.id, again.id]
+    );
+    assert!(claimed.iter().all(|m| m.status == MessageStatus::Processing));
+    assert_eq!(claimed[0].request, pending.request);
+    // A first claim starts the clock; a repeated one keeps the first start.
+    assert_eq!(claimed[0].started_at, Some(at(10, 0)));
+    assert_eq!(claimed[1].started_at, Some(at(5, 0)));
+    let stored = store.get_message(done.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Success);
+    assert!(store.claim_messages(&[], at(11, 0)).await.unwrap().is_empty());
+}
+
 pub async fn mark_processing_keeps_the_first_start(store: S) {
     store
         .create_workspace(&workspace("w", at(0, 0)), &[])
