@@ -34,7 +34,11 @@ fn decisions(c: &mut Criterion) {
     });
 
     group.bench_function("grant with token window", |b| {
-        let mut lim = Limiter::new(Limits::new(1_000_000, Duration::from_secs(1), Some(u64::MAX / 4)));
+        let mut lim = Limiter::new(Limits::new(
+            1_000_000,
+            Duration::from_secs(1),
+            Some(u64::MAX / 4),
+        ));
         let mut now = Instant::now();
         b.iter(|| {
             now += Duration::from_micros(2);

@@ -243,8 +243,21 @@ impl Engine {
         }
         let unfinished = deps.store.unfinished_messages().await?;
         let requeued = unfinished.len();
+        // Oldest first, in runs of one workspace, published a thousand at a time.
+        let mut run: Vec<Uuid> = Vec::new();
+        let mut current: Option<WorkspaceId> = None;
         for (ws, id) in unfinished {
-            deps.queue.publish(&ws, id).await?;
+            if current.as_ref() != Some(&ws) || run.len() >= 1000 {
+                if let Some(w) = &current {
+                    deps.queue.publish_many(w, &run).await?;
+                }
+                run.clear();
+                current = Some(ws);
+            }
+            run.push(id);
+        }
+        if let Some(w) = &current {
+            deps.queue.publish_many(w, &run).await?;
         }
         for ws in &workspaces {
             self.start_workspace(&ws.id).await?;
@@ -601,28 +614,25 @@ impl Engine {
                 }
             });
         }
-        for (i, p) in out.iter().enumerate() {
-            if !p.created {
-                continue;
+        let fresh: Vec<Uuid> = out
+            .iter()
+            .filter(|p| p.created)
+            .map(|p| p.message.id)
+            .collect();
+        if let Err(e) = deps.queue.publish_many(workspace, &fresh).await {
+            // Which of them the queue took is unknown: mark them failed, so nothing is stuck
+            // `pending` unseen (a re-publish with the same ids returns them failed).
+            let reason = format!("could not be queued: {e}");
+            for id in &fresh {
+                let _ = deps
+                    .store
+                    .complete_message(*id, &queue_failure(&reason))
+                    .await;
             }
-            if let Err(e) = deps.queue.publish(workspace, p.message.id).await {
-                let unqueued: Vec<Uuid> = out[i..]
-                    .iter()
-                    .filter(|p| p.created)
-                    .map(|p| p.message.id)
-                    .collect();
-                let reason = format!("could not be queued: {e}");
-                for id in &unqueued {
-                    let _ = deps
-                        .store
-                        .complete_message(*id, &queue_failure(&reason))
-                        .await;
-                }
-                return Err(Error::Unavailable(format!(
-                    "{} of the batch's messages were stored but could not be queued (marked failed): {e}",
-                    unqueued.len()
-                )));
-            }
+            return Err(Error::Unavailable(format!(
+                "{} of the batch's messages were stored but could not be queued (marked failed): {e}",
+                fresh.len()
+            )));
         }
         Ok(out)
     }

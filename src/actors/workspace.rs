@@ -58,6 +58,15 @@ pub(crate) enum WorkspaceMsg {
     Workers(RpcReplyPort<Vec<WorkerInfo>>),
     /// Engine shutdown: every worker stops after its message; replies with them to wait on.
     StopWorkers(RpcReplyPort<Vec<ractor::ActorCell>>),
+    /// Try again to start a child whose restart failed (e.g. the broker or database was down).
+    Respawn(Respawn),
+}
+
+/// A child to start again.
+#[derive(Clone)]
+pub(crate) enum Respawn {
+    Worker(u64, Option<Arc<WorkerStatus>>),
+    Key(Arc<ProviderKey>),
 }
 
 pub(crate) struct WorkspaceActor;
@@ -99,6 +108,34 @@ enum Child {
 }
 
 impl WorkspaceState {
+    /// Starts a child again; if that fails, logs it and tries again in a second, so a backend
+    /// outage never takes the workspace down with it.
+    async fn respawn(&mut self, myself: &ActorRef<WorkspaceMsg>, what: Respawn) {
+        if self.closing {
+            return;
+        }
+        let result = match what.clone() {
+            Respawn::Worker(id, status) => {
+                if self.workers.contains_key(&id) {
+                    return;
+                }
+                self.spawn_worker(myself, id, status).await
+            }
+            Respawn::Key(key) => {
+                if self.keys.contains_key(&key.id) {
+                    return;
+                }
+                self.spawn_key(myself, key).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(workspace = %self.id, error = %e, "cannot restart a child; trying again in 1 s");
+            myself.send_after(std::time::Duration::from_secs(1), move || {
+                WorkspaceMsg::Respawn(what)
+            });
+        }
+    }
+
     async fn spawn_key(
         &mut self,
         myself: &ActorRef<WorkspaceMsg>,
@@ -366,9 +403,10 @@ impl Actor for WorkspaceActor {
                 let _ = reply.send(serves);
             }
             WorkspaceMsg::AddKey(key, reply) => {
-                state.spawn_key(&myself, Arc::new(key)).await?;
+                state.respawn(&myself, Respawn::Key(Arc::new(key))).await;
                 let _ = reply.send(());
             }
+            WorkspaceMsg::Respawn(what) => state.respawn(&myself, what).await,
             WorkspaceMsg::UpdateKey(key, reply) => {
                 if let Some(entry) = state.keys.get_mut(&key.id) {
                     let key = Arc::new(key);
@@ -429,7 +467,7 @@ impl Actor for WorkspaceActor {
                         let status = state.workers.remove(&id).map(|w| w.status);
                         if !stopping && !state.closing {
                             tracing::warn!(workspace = %state.id, worker = id, ?reason, "worker stopped unexpectedly; restarting it");
-                            state.spawn_worker(&myself, id, status).await?;
+                            state.respawn(&myself, Respawn::Worker(id, status)).await;
                         }
                     }
                     Some(Child::Key(key_id)) => {
@@ -437,7 +475,7 @@ impl Actor for WorkspaceActor {
                             && !state.closing
                         {
                             tracing::warn!(workspace = %state.id, key_id = %key_id, ?reason, "key actor stopped unexpectedly; restarting it");
-                            state.spawn_key(&myself, entry.key).await?;
+                            state.respawn(&myself, Respawn::Key(entry.key)).await;
                         }
                     }
                     None => {}
@@ -451,8 +489,8 @@ impl Actor for WorkspaceActor {
                     let stopping = entry.as_ref().is_none_or(|w| w.cancel.is_cancelled());
                     if !stopping && !state.closing {
                         state
-                            .spawn_worker(&myself, id, entry.map(|w| w.status))
-                            .await?;
+                            .respawn(&myself, Respawn::Worker(id, entry.map(|w| w.status)))
+                            .await;
                     }
                 }
                 Some(Child::Key(key_id)) => {
@@ -460,7 +498,7 @@ impl Actor for WorkspaceActor {
                     if let Some(entry) = state.keys.remove(&key_id)
                         && !state.closing
                     {
-                        state.spawn_key(&myself, entry.key).await?;
+                        state.respawn(&myself, Respawn::Key(entry.key)).await;
                     }
                 }
                 None => {}

@@ -205,6 +205,74 @@ impl AmqpQueue {
     }
 }
 
+/// Why a publish did not go through.
+enum PublishError {
+    /// The connection or channel failed: worth retrying once it recovers.
+    Transport(lapin::Error),
+    /// The broker refused (nack, unroutable) or did not confirm in time.
+    Refused(Error),
+}
+
+impl AmqpQueue {
+    /// Publishes every id, then awaits every confirm (pipelined: one round trip for a batch).
+    async fn publish_once(
+        &self,
+        workspace: &WorkspaceId,
+        ids: &[Uuid],
+    ) -> std::result::Result<(), PublishError> {
+        let name = self
+            .declare(workspace)
+            .await
+            .map_err(PublishError::Refused)?;
+        let ch = self.publisher().await.map_err(PublishError::Refused)?;
+        let mut confirms = Vec::with_capacity(ids.len());
+        for id in ids {
+            let payload = id.to_string();
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(payload.as_str().into());
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    name.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    payload.as_bytes(),
+                    props,
+                )
+                .await
+                .map_err(PublishError::Transport)?;
+            confirms.push(confirm);
+        }
+        let all = futures::future::join_all(confirms);
+        let answers = tokio::time::timeout(CONFIRM_TIMEOUT, all)
+            .await
+            .map_err(|_| {
+                PublishError::Refused(Error::Queue(
+                    "the broker did not confirm the message in time".into(),
+                ))
+            })?;
+        for answer in answers {
+            match answer.map_err(PublishError::Transport)? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_)) => {
+                    return Err(PublishError::Refused(Error::Queue(format!(
+                        "the broker could not route the message to queue '{name}'"
+                    ))));
+                }
+                Confirmation::Nack(_) => {
+                    return Err(PublishError::Refused(Error::Queue(
+                        "the broker refused the message (nack)".into(),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 struct AmqpDelivery {
     id: Uuid,
     delivery: Option<lapin::message::Delivery>,
@@ -343,42 +411,24 @@ impl QueueConsumer for AmqpConsumer {
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn publish(&self, workspace: &WorkspaceId, id: Uuid) -> Result<()> {
-        let name = self.declare(workspace).await?;
-        let ch = self.publisher().await?;
-        let payload = id.to_string();
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(payload.as_str().into());
-        let confirm = async {
-            ch.basic_publish(
-                "".into(),
-                name.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                payload.as_bytes(),
-                props,
-            )
-            .await?
-            .await
-        };
-        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(Error::Queue(format!(
-                "the broker could not route the message to queue '{name}'"
-            ))),
-            Ok(Ok(Confirmation::Nack(_))) => {
-                Err(Error::Queue("the broker refused the message (nack)".into()))
+        self.publish_many(workspace, &[id]).await
+    }
+
+    async fn publish_many(&self, workspace: &WorkspaceId, ids: &[Uuid]) -> Result<()> {
+        // A connection that is recovering refuses publishes for about a second: try again
+        // until the confirm deadline rather than fail a message the client just sent.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        loop {
+            match self.publish_once(workspace, ids).await {
+                Err(PublishError::Transport(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(workspace = %workspace, error = %e, "publish failed; retrying after the connection recovers");
+                    *self.inner.publisher.lock().await = None;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(PublishError::Transport(e)) => return Err(queue_err("publish failed", e)),
+                Err(PublishError::Refused(e)) => return Err(e),
+                Ok(()) => return Ok(()),
             }
-            Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Err(e)) => {
-                *self.inner.publisher.lock().await = None;
-                Err(queue_err("publish failed", e))
-            }
-            Err(_) => Err(Error::Queue(
-                "the broker did not confirm the message in time".into(),
-            )),
         }
     }
 

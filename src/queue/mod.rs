@@ -38,6 +38,14 @@ pub trait QueueConsumer: Send {
 pub trait Queue: Send + Sync {
     /// Appends a message id to the workspace's queue; returns once the queue holds it.
     async fn publish(&self, workspace: &WorkspaceId, id: Uuid) -> Result<()>;
+    /// Appends many ids (in order); returns once the queue holds them all. Backends with
+    /// confirms publish them all and then await the confirms.
+    async fn publish_many(&self, workspace: &WorkspaceId, ids: &[Uuid]) -> Result<()> {
+        for id in ids {
+            self.publish(workspace, *id).await?;
+        }
+        Ok(())
+    }
     /// A consumer of the workspace's queue that holds at most `prefetch` unacked deliveries.
     async fn consumer(
         &self,

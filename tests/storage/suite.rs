@@ -509,14 +509,24 @@ pub async fn claiming_returns_unfinished_messages_marked_processing(store: S) {
         claimed.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![pending.id, again.id]
     );
-    assert!(claimed.iter().all(|m| m.status == MessageStatus::Processing));
+    assert!(
+        claimed
+            .iter()
+            .all(|m| m.status == MessageStatus::Processing)
+    );
     assert_eq!(claimed[0].request, pending.request);
     // A first claim starts the clock; a repeated one keeps the first start.
     assert_eq!(claimed[0].started_at, Some(at(10, 0)));
     assert_eq!(claimed[1].started_at, Some(at(5, 0)));
     let stored = store.get_message(done.id).await.unwrap().unwrap();
     assert_eq!(stored.status, MessageStatus::Success);
-    assert!(store.claim_messages(&[], at(11, 0)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_messages(&[], at(11, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn mark_processing_keeps_the_first_start(store: S) {
