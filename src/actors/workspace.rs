@@ -111,7 +111,9 @@ impl WorkspaceState {
     /// Starts a child again; if that fails, logs it and tries again in a second, so a backend
     /// outage never takes the workspace down with it.
     async fn respawn(&mut self, myself: &ActorRef<WorkspaceMsg>, what: Respawn) {
-        if self.closing {
+        // Engine shutdown stops every worker on its own: never restart them then.
+        if self.closing || self.deps.shutdown.is_cancelled() {
+            self.closing = true;
             return;
         }
         let result = match what.clone() {

@@ -509,13 +509,18 @@ impl WorkspaceStore for PostgresStore {
     }
 
     async fn list_workspaces(&self, filter: Option<&WorkspaceId>) -> Result<Vec<Workspace>> {
-        let rows: Vec<WorkspaceRow> = sqlx::query_as(
+        // Two statements rather than `$1 IS NULL OR ...`, which would scan the whole table.
+        let sql = if filter.is_some() {
             "SELECT workspace_id, worker_count, created_at FROM workspaces \
-             WHERE $1::text IS NULL OR workspace_id = $1 ORDER BY created_at, workspace_id",
-        )
-        .bind(filter.map(WorkspaceId::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE workspace_id = $1 ORDER BY created_at, workspace_id"
+        } else {
+            "SELECT workspace_id, worker_count, created_at FROM workspaces \
+             WHERE $1::text IS NULL ORDER BY created_at, workspace_id"
+        };
+        let rows: Vec<WorkspaceRow> = sqlx::query_as(sql)
+            .bind(filter.map(WorkspaceId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Workspace::try_from).collect()
     }
 
@@ -548,15 +553,23 @@ impl ProviderKeyStore for PostgresStore {
     }
 
     async fn list_keys(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<ProviderKey>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM provider_keys WHERE $1::text IS NULL OR workspace_id = $1 \
-             ORDER BY created_at, key_id"
-        ))
-        .bind(workspace.map(WorkspaceId::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = if workspace.is_some() {
+            concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM provider_keys WHERE workspace_id = $1 ORDER BY created_at, key_id"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM provider_keys WHERE $1::text IS NULL ORDER BY created_at, key_id"
+            )
+        };
+        let rows: Vec<KeyRow> = sqlx::query_as(sql)
+            .bind(workspace.map(WorkspaceId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(ProviderKey::try_from).collect()
     }
 

@@ -262,13 +262,16 @@ impl WorkspaceStore for SqliteStore {
     }
 
     async fn list_workspaces(&self, filter: Option<&WorkspaceId>) -> Result<Vec<Workspace>> {
-        let rows: Vec<WorkspaceRow> = sqlx::query_as(
-            "SELECT workspace_id, worker_count, created_at FROM workspaces \
-             WHERE ?1 IS NULL OR workspace_id = ?1 ORDER BY created_at, workspace_id",
-        )
-        .bind(filter.map(WorkspaceId::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two statements rather than `?1 IS NULL OR ...`, which would scan the whole table.
+        let sql = format!(
+            "SELECT workspace_id, worker_count, created_at FROM workspaces WHERE {} \
+             ORDER BY created_at, workspace_id",
+            filter.map_or("?1 IS NULL", |_| "workspace_id = ?1")
+        );
+        let rows: Vec<WorkspaceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(filter.map(WorkspaceId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Workspace::try_from).collect()
     }
 
@@ -301,9 +304,9 @@ impl ProviderKeyStore for SqliteStore {
     }
 
     async fn list_keys(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<ProviderKey>> {
+        let cond = workspace.map_or("?1 IS NULL", |_| "workspace_id = ?1");
         let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM provider_keys WHERE ?1 IS NULL OR workspace_id = ?1 \
-             ORDER BY created_at, key_id"
+            "SELECT {KEY_COLUMNS} FROM provider_keys WHERE {cond} ORDER BY created_at, key_id"
         );
         let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(workspace.map(WorkspaceId::as_str))
