@@ -15,11 +15,54 @@ use crate::domain::{
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// `POST /message/publish`.
+/// `POST /message/publish`: the workspace and the message's fields.
 #[derive(Debug, Clone, Object)]
 pub struct PublishRequest {
     /// Target workspace.
     pub workspace_id: Text,
+    /// The message.
+    #[oai(flatten)]
+    pub message: BatchItem,
+}
+
+impl TryFrom<PublishRequest> for NewMessage {
+    type Error = Error;
+    fn try_from(r: PublishRequest) -> Result<Self> {
+        let workspace_id = WorkspaceId::parse(r.workspace_id.as_str())?;
+        let (id, request) = r.message.try_into()?;
+        Ok(NewMessage {
+            id,
+            workspace_id,
+            request,
+        })
+    }
+}
+
+impl TryFrom<BatchItem> for (Option<Uuid>, MessageRequest) {
+    type Error = Error;
+    fn try_from(r: BatchItem) -> Result<Self> {
+        let request = MessageRequest {
+            prompt: r.prompt.into_inner(),
+            content: r.content.map(Text::into_inner),
+            system_prompt: r.system_prompt.map(Text::into_inner),
+            model: r.model.map(Text::into_inner),
+            sequence_index: r.sequence_index,
+            html_tag: r.html_tag.map(Text::into_inner),
+            response_format: r
+                .response_format
+                .as_ref()
+                .map(|f| ResponseFormat::parse(f.as_str()))
+                .transpose()?
+                .unwrap_or_default(),
+        }
+        .validate()?;
+        Ok((r.message_id, request))
+    }
+}
+
+/// One message: what a publish carries besides `workspace_id` (one item of a batch).
+#[derive(Debug, Clone, Object)]
+pub struct BatchItem {
     /// The instruction.
     pub prompt: Text,
     /// Text the prompt works on; sent after the prompt and a blank line.
@@ -38,64 +81,6 @@ pub struct PublishRequest {
     pub message_id: Option<Uuid>,
 }
 
-impl TryFrom<PublishRequest> for NewMessage {
-    type Error = Error;
-    fn try_from(r: PublishRequest) -> Result<Self> {
-        Ok(NewMessage {
-            id: r.message_id,
-            workspace_id: WorkspaceId::parse(r.workspace_id.as_str())?,
-            request: request_of(
-                r.prompt,
-                r.content,
-                r.system_prompt,
-                r.model,
-                r.sequence_index,
-                r.html_tag,
-                r.response_format,
-            )?,
-        })
-    }
-}
-
-impl TryFrom<BatchItem> for (Option<Uuid>, MessageRequest) {
-    type Error = Error;
-    fn try_from(r: BatchItem) -> Result<Self> {
-        Ok((
-            r.message_id,
-            request_of(
-                r.prompt,
-                r.content,
-                r.system_prompt,
-                r.model,
-                r.sequence_index,
-                r.html_tag,
-                r.response_format,
-            )?,
-        ))
-    }
-}
-
-/// One message of a batch (the fields of a publish, without `workspace_id`).
-#[derive(Debug, Clone, Object)]
-pub struct BatchItem {
-    /// The instruction.
-    pub prompt: Text,
-    /// Text the prompt works on; sent after the prompt and a blank line.
-    pub content: Option<Text>,
-    /// Sent as the system message.
-    pub system_prompt: Option<Text>,
-    /// Model; defaults to the chosen key's `config.model`.
-    pub model: Option<Text>,
-    /// Your position of this message in a document (stored and returned, never sent).
-    pub sequence_index: Option<i64>,
-    /// Your HTML tag for the result (stored and returned, never sent).
-    pub html_tag: Option<Text>,
-    /// `"json"` or `"text"` (default).
-    pub response_format: Option<Text>,
-    /// Your own id (UUID), for idempotent publishing.
-    pub message_id: Option<Uuid>,
-}
-
 /// `POST /message/publish/batch`.
 #[derive(Debug, Clone, Object)]
 pub struct BatchPublishRequest {
@@ -103,31 +88,6 @@ pub struct BatchPublishRequest {
     pub workspace_id: Text,
     /// 1 to 1000 messages (a document published paragraph by paragraph, with `sequence_index`).
     pub messages: Vec<BatchItem>,
-}
-
-fn request_of(
-    prompt: Text,
-    content: Option<Text>,
-    system_prompt: Option<Text>,
-    model: Option<Text>,
-    sequence_index: Option<i64>,
-    html_tag: Option<Text>,
-    response_format: Option<Text>,
-) -> Result<MessageRequest> {
-    MessageRequest {
-        prompt: prompt.into_inner(),
-        content: content.map(Text::into_inner),
-        system_prompt: system_prompt.map(Text::into_inner),
-        model: model.map(Text::into_inner),
-        sequence_index,
-        html_tag: html_tag.map(Text::into_inner),
-        response_format: response_format
-            .as_ref()
-            .map(|f| ResponseFormat::parse(f.as_str()))
-            .transpose()?
-            .unwrap_or_default(),
-    }
-    .validate()
 }
 
 /// The answer to a batch publish.
