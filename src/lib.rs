@@ -14,8 +14,9 @@
 //! - `actors`: the ractor tree (supervisor -> workspace -> provider-key actors + consumers).
 //! - [`limiter`]: the pure sliding-window logic of one key (time passed in; property-tested).
 //! - [`domain`]: validated domain types (no transport or storage derives).
-//! - [`store`]: storage traits, one per concern, and their SQLite backend.
-//! - [`queue`]: the queue trait and the in-process queue.
+//! - [`store`]: storage traits, one per concern, their SQLite and PostgreSQL backends, and the
+//!   group-commit writer of the hot path.
+//! - [`queue`]: the queue trait, the in-process queue and the RabbitMQ queue.
 //! - [`providers`]: the `Provider` trait; `openai`, `azure`, `anthropic`, `openai_compatible`, `mock`;
 //!   rate-limit header parsing.
 //! - [`api`]: the poem-openapi REST API (DTOs, one error mapping) and the Swagger UI.
