@@ -76,6 +76,9 @@ struct Args {
     /// RabbitMQ URL (default: the in-process queue).
     #[arg(long)]
     rabbitmq_url: Option<String>,
+    /// The engine's transport guard on every key's period, in milliseconds (LIMIT_GUARD_MS).
+    #[arg(long, default_value_t = 5)]
+    limit_guard_ms: u64,
     /// Register this many workspaces and measure memory and restart-to-ready instead.
     #[arg(long)]
     workspaces: Option<usize>,
@@ -185,6 +188,7 @@ fn engine_config(args: &Args, db_url: &str) -> EngineConfig {
     c.rabbitmq_url = args.rabbitmq_url.clone();
     c.queue_prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     c.max_workers = args.workers.max(256);
+    c.limit_guard = Duration::from_millis(args.limit_guard_ms);
     c
 }
 
