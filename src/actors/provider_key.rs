@@ -150,6 +150,9 @@ pub(crate) struct KeyArgs {
     pub key: Arc<ProviderKey>,
     pub store: Arc<dyn Store>,
     pub guard: Duration,
+    /// The key's recorded grants when the caller already loaded them (a workspace starting
+    /// all its keys reads them once); `None`: the key reads its own.
+    pub recorded: Option<Vec<DateTime<Utc>>>,
 }
 
 /// This process's clock reading for a wall-clock time in the past (clamped to what the monotonic
@@ -269,19 +272,32 @@ impl Actor for ProviderKeyActor {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let KeyArgs { key, store, guard } = args;
+        let KeyArgs {
+            key,
+            store,
+            guard,
+            recorded,
+        } = args;
         let limits = limits_of(&key, guard);
         let mut limiter = Limiter::new(limits);
         let wall_now = Utc::now();
         let since = wall_now
             - chrono::Duration::from_std(limits.period).unwrap_or(chrono::Duration::days(7));
+        let recorded = match recorded {
+            Some(r) => r,
+            None => store
+                .recent_grants(&key.workspace_id, since)
+                .await?
+                .into_iter()
+                .filter(|(k, _)| *k == key.id)
+                .map(|(_, at)| at)
+                .collect(),
+        };
         let now = Instant::now();
-        let past: Vec<Instant> = store
-            .recent_grants(&key.workspace_id, since)
-            .await?
+        let past: Vec<Instant> = recorded
             .into_iter()
-            .filter(|(k, _)| *k == key.id)
-            .map(|(_, at)| instant_of(at, now, wall_now))
+            .filter(|at| *at >= since)
+            .map(|at| instant_of(at, now, wall_now))
             .collect();
         if !past.is_empty() {
             tracing::info!(key_id = %key.id, restored = past.len(), "key window restored from recorded grants");

@@ -127,7 +127,7 @@ impl WorkspaceState {
                 if self.keys.contains_key(&key.id) {
                     return;
                 }
-                self.spawn_key(myself, key).await
+                self.spawn_key(myself, key, None).await
             }
         };
         if let Err(e) = result {
@@ -142,11 +142,13 @@ impl WorkspaceState {
         &mut self,
         myself: &ActorRef<WorkspaceMsg>,
         key: Arc<ProviderKey>,
+        recorded: Option<Vec<chrono::DateTime<chrono::Utc>>>,
     ) -> Result<(), ActorProcessingErr> {
         let args = KeyArgs {
             key: key.clone(),
             store: self.deps.store.clone(),
             guard: self.deps.limit_guard,
+            recorded,
         };
         let (actor, _) =
             Actor::spawn_linked(None, ProviderKeyActor, args, myself.get_cell()).await?;
@@ -352,8 +354,23 @@ impl Actor for WorkspaceActor {
             children: HashMap::new(),
             closing: false,
         };
+        // Every key's recorded grants in one read (each key keeps those within its period).
+        let longest = keys
+            .iter()
+            .map(|k| k.rate_limit.period.duration() + state.deps.limit_guard)
+            .max()
+            .unwrap_or_default();
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::days(7));
+        let mut recorded: HashMap<Uuid, Vec<chrono::DateTime<chrono::Utc>>> = HashMap::new();
+        if !keys.is_empty() {
+            for (key_id, at) in state.deps.store.recent_grants(&state.id, since).await? {
+                recorded.entry(key_id).or_default().push(at);
+            }
+        }
         for key in keys {
-            state.spawn_key(&myself, Arc::new(key)).await?;
+            let mine = recorded.remove(&key.id).unwrap_or_default();
+            state.spawn_key(&myself, Arc::new(key), Some(mine)).await?;
         }
         state.scale(&myself, ws.worker_count).await?;
         tracing::info!(workspace = %state.id, keys = state.keys.len(), workers = ws.worker_count, "workspace started");
